@@ -1,0 +1,51 @@
+"""glmv-agent: let GLM-V vision-language models operate desktops, web pages and phones.
+
+Heavy parts (torch engine, playwright, pyautogui) are imported lazily, so
+`import glmv_agent` stays fast and works with only the base dependencies installed.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .actions import (
+    Action, BaseAction, Box, Point, Target, action_from_dict, action_from_json,
+    register_action, registered_actions,
+)
+from .errors import (
+    ActionError, ActionRefusedError, BackendError, CheckpointError, ConfigError, EnvError,
+    GlmvAgentError, InputError, ParseError, StoppedError, UnsupportedActionError,
+)
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; resolved on first access.
+_LAZY = {
+    "Agent": ".agent",
+    "RunResult": ".agent",
+    "parse": ".dialects",
+    "get_dialect": ".dialects",
+    "Step": ".dialects.base",
+    "DesktopEnv": ".envs.desktop",
+    "WebEnv": ".envs.web",
+    "AndroidEnv": ".envs.android",
+    "LocalBackend": ".backends.local",
+    "OpenAIBackend": ".backends.openai",
+    "ReplayBackend": ".backends.replay",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'glmv_agent' has no attribute {name!r}")
+    return getattr(import_module(module, __name__), name)
+
+
+__all__ = [
+    "Action", "BaseAction", "Box", "Point", "Target", "action_from_dict", "action_from_json",
+    "register_action", "registered_actions", "ActionError", "ActionRefusedError",
+    "BackendError", "CheckpointError", "ConfigError", "EnvError", "GlmvAgentError",
+    "InputError", "ParseError", "StoppedError", "UnsupportedActionError", *_LAZY,
+]

@@ -1,0 +1,164 @@
+"""The contract every environment (desktop, web, phone) implements.
+
+An environment is the single place that touches its platform library. It captures an
+`Observation` and executes canonical actions; anything it cannot do is an
+`UnsupportedActionError`, never a silent no-op.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Literal
+
+from PIL import Image
+
+from ..actions import BaseAction, Point, Target
+from ..errors import ActionRefusedError, UnsupportedActionError
+from ..geometry import ScreenMapping
+
+Platform = Literal["mobile", "pc", "web"]
+
+
+@dataclass
+class Element:
+    """An interactive element of a web page (set-of-marks), in screenshot pixels."""
+
+    label: int
+    tag: str
+    text: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return (self.x1 + self.x2) / 2, (self.y1 + self.y2) / 2
+
+
+@dataclass
+class Observation:
+    """What the model sees at one step, plus what is needed to map its answer back.
+
+    `screenshot` is in real captured pixels; `mapping` converts normalized coordinates of
+    that image into the environment's input coordinates.
+    """
+
+    screenshot: Image.Image
+    mapping: ScreenMapping
+    platform: Platform
+    url: str | None = None
+    title: str | None = None
+    app: str | None = None
+    elements: list[Element] | None = None
+    elements_text: str | None = None
+    marked_screenshot: Image.Image | None = None
+    timestamp: float = field(default_factory=time.time)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.screenshot.size
+
+    def model_image(self) -> Image.Image:
+        """The image to show the model: the marked one in set-of-marks mode."""
+        return self.marked_screenshot if self.marked_screenshot is not None else self.screenshot
+
+
+ActionHandler = Callable[["Environment", BaseAction, Observation], Any]
+
+
+@dataclass
+class ActionOutcome:
+    """What executing an action did, for the trace: the action, where it landed, notes."""
+
+    action: BaseAction
+    env_points: list[tuple[float, float]] = field(default_factory=list)
+    detail: str = ""
+
+
+class Environment(ABC):
+    """Base class: dispatches actions to `_do_<type>` methods or registered handlers."""
+
+    platform: ClassVar[Platform]
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, ActionHandler] = {}
+        self.last_observation: Observation | None = None
+
+    # -- to implement ---------------------------------------------------------------
+    @abstractmethod
+    def _capture(self) -> Observation:
+        """Take a fresh observation."""
+
+    def close(self) -> None:
+        """Release the platform's resources (browser, adb process); idempotent."""
+
+    # -- public API -----------------------------------------------------------------
+    def observe(self) -> Observation:
+        observation = self._capture()
+        self.last_observation = observation
+        return observation
+
+    def supported_actions(self) -> set[str]:
+        """Action type names this environment can execute."""
+        names = {
+            name[len("_do_"):] for name in dir(type(self))
+            if name.startswith("_do_") and callable(getattr(type(self), name))
+        }
+        return names | set(self._handlers)
+
+    def supports(self, action_type: str) -> bool:
+        return action_type in self.supported_actions()
+
+    def register_handler(self, action_type: str, handler: ActionHandler) -> None:
+        """Run `handler(env, action, observation)` for actions of `action_type`."""
+        self._handlers[action_type] = handler
+
+    def execute(self, action: BaseAction, observation: Observation | None = None) -> ActionOutcome:
+        """Execute one action, with coordinates relative to `observation` (default: last)."""
+        observation = observation or self.last_observation
+        if observation is None:
+            observation = self.observe()
+        handler = self._handlers.get(action.type)
+        if handler is not None:
+            result = handler(self, action, observation)
+            return result if isinstance(result, ActionOutcome) else ActionOutcome(action=action)
+        method = getattr(self, f"_do_{action.type}", None)
+        if method is None:
+            supported = ", ".join(sorted(self.supported_actions()))
+            raise UnsupportedActionError(
+                f"{type(self).__name__} cannot execute {action.type!r} actions; "
+                f"it supports: {supported}"
+            )
+        return method(action, observation)
+
+    def __enter__(self) -> Environment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers for subclasses -----------------------------------------------------
+    def resolve(self, target: Target, observation: Observation) -> tuple[float, float]:
+        """Environment coordinates of a target; element labels resolve to their centre."""
+        point = target.point
+        if target.element is not None and point is None:
+            point = self._element_point(target.element, observation)
+        assert point is not None  # Target guarantees a point or an element
+        return observation.mapping.to_env(point)
+
+    @staticmethod
+    def _element_point(label: int, observation: Observation) -> Point:
+        for element in observation.elements or []:
+            if element.label == label:
+                cx, cy = element.center
+                w, h = observation.size
+                return Point(x=min(1.0, max(0.0, cx / w)), y=min(1.0, max(0.0, cy / h)))
+        known = [e.label for e in observation.elements or []]
+        raise ActionRefusedError(
+            f"element label [{label}] is not on the current page; labels shown: {known}"
+        )
