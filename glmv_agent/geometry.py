@@ -104,3 +104,119 @@ def normalized_to_pixel(x: float, y: float, width: int, height: int) -> tuple[in
 def pixel_to_normalized(px: float, py: float, width: int, height: int) -> Point:
     """Normalized coordinates of the centre of pixel (px, py)."""
     return Point(x=clamp_unit((px + 0.5) / width), y=clamp_unit((py + 0.5) / height))
+
+
+# -- building mappings for each platform ------------------------------------------------
+
+
+def desktop_mapping(
+    width: int, height: int, *, scale: float = 1.0, monitor_left: float = 0.0,
+    monitor_top: float = 0.0,
+) -> ScreenMapping:
+    """Mapping for a desktop monitor screenshot taken in physical pixels.
+
+    `scale` is the OS scale factor (1.25, 1.5, 2 on HiDPI): input APIs such as pyautogui
+    take logical points, so one physical pixel is `1 / scale` logical units.
+    `monitor_left`/`monitor_top` is the monitor's origin in the virtual desktop, in logical
+    units; it is negative for monitors left of or above the primary one.
+    """
+    if not scale > 0:
+        raise ValueError(f"display scale must be positive, got {scale}")
+    return ScreenMapping(
+        width=width, height=height, origin_x=monitor_left, origin_y=monitor_top,
+        scale_x=1.0 / scale, scale_y=1.0 / scale,
+    )
+
+
+def viewport_mapping(
+    width: int, height: int, *, device_pixel_ratio: float = 1.0, scroll_x: float = 0.0,
+    scroll_y: float = 0.0, page_coordinates: bool = False,
+) -> ScreenMapping:
+    """Mapping for a browser viewport screenshot of `width` x `height` device pixels.
+
+    Playwright's mouse takes CSS pixels relative to the viewport, so one screenshot pixel is
+    `1 / device_pixel_ratio` CSS pixels. With `page_coordinates=True` the result is in
+    document coordinates instead (the viewport's scroll offset added), which is what
+    `document.elementFromPoint` does not want but `window.scrollTo` and element boxes do.
+    """
+    if not device_pixel_ratio > 0:
+        raise ValueError(f"devicePixelRatio must be positive, got {device_pixel_ratio}")
+    origin_x = scroll_x if page_coordinates else 0.0
+    origin_y = scroll_y if page_coordinates else 0.0
+    return ScreenMapping(
+        width=width, height=height, origin_x=origin_x, origin_y=origin_y,
+        scale_x=1.0 / device_pixel_ratio, scale_y=1.0 / device_pixel_ratio,
+    )
+
+
+def phone_mapping(width: int, height: int) -> ScreenMapping:
+    """Mapping for an adb screencap: `input tap` takes the same physical pixels."""
+    return ScreenMapping(width=width, height=height)
+
+
+# -- conversions -----------------------------------------------------------------------
+
+
+def env_to_normalized(mapping: ScreenMapping, x: float, y: float) -> Point:
+    """Normalized point of the screenshot pixel under environment coordinates (x, y).
+
+    Raises ValueError when (x, y) is not on the screenshot's area.
+    """
+    if not mapping.contains_env(x, y):
+        raise ValueError(
+            f"({x}, {y}) is outside the captured area starting at "
+            f"({mapping.origin_x}, {mapping.origin_y}) of size "
+            f"{mapping.env_width} x {mapping.env_height}"
+        )
+    px = min(mapping.width - 1, int((x - mapping.origin_x) / mapping.scale_x))
+    py = min(mapping.height - 1, int((y - mapping.origin_y) / mapping.scale_y))
+    return pixel_to_normalized(px, py, mapping.width, mapping.height)
+
+
+def model_point_to_env(
+    mapping: ScreenMapping, mx: float, my: float, grid_max: int
+) -> tuple[float, float]:
+    """Model-grid coordinates straight to environment coordinates (for tools and tests)."""
+    point = Point(x=model_to_normalized(mx, grid_max), y=model_to_normalized(my, grid_max))
+    return mapping.to_env(point)
+
+
+def rescale_pixel(
+    px: float, py: float, from_size: tuple[int, int], to_size: tuple[int, int]
+) -> tuple[int, int]:
+    """A pixel of an image resized from `from_size` to `to_size`, e.g. when the model saw a
+    downscaled copy of the capture, or the screen changed resolution since the capture.
+
+    Pixel centres are matched, and the result is clamped inside the target image.
+    """
+    fw, fh = from_size
+    tw, th = to_size
+    if min(fw, fh, tw, th) <= 0:
+        raise ValueError(f"image sizes must be positive, got {from_size} -> {to_size}")
+    x = int(math.floor((px + 0.5) * tw / fw))
+    y = int(math.floor((py + 0.5) * th / fh))
+    return min(tw - 1, max(0, x)), min(th - 1, max(0, y))
+
+
+def resize_mapping(mapping: ScreenMapping, width: int, height: int) -> ScreenMapping:
+    """The same screen area described by an image resized to `width` x `height`."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    return ScreenMapping(
+        width=width, height=height, origin_x=mapping.origin_x, origin_y=mapping.origin_y,
+        scale_x=mapping.env_width / width, scale_y=mapping.env_height / height,
+    )
+
+
+def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The largest size with the same aspect ratio whose longer side is <= `max_side`.
+
+    Images already small enough are kept as they are (never upscaled).
+    """
+    if width <= 0 or height <= 0 or max_side <= 0:
+        raise ValueError(f"sizes must be positive, got {width}x{height}, max_side={max_side}")
+    longest = max(width, height)
+    if longest <= max_side:
+        return width, height
+    ratio = max_side / longest
+    return max(1, int(round(width * ratio))), max(1, int(round(height * ratio)))
