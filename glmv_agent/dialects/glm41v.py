@@ -1,0 +1,529 @@
+"""GLM-4.1V-9B-Thinking: the GUI-agent prompts and answer formats of its official docs.
+
+All three platforms are single-turn: history is written into the prompt text, never as
+chat turns. The model answers `<think>...</think><answer>...</answer>` and wraps grounded
+coordinates in `<|begin_of_box|>...<|end_of_box|>`.
+
+Coordinate contract (declared as data in `COORDINATES`):
+
+| platform | action format                                   | coordinates                    |
+|----------|-------------------------------------------------|--------------------------------|
+| mobile   | JSON dict `{"action_type": "click", ...}`       | box `[[x1,y1,x2,y2]]`, 0-999   |
+| pc       | call `left_click(start_box='[x,y]')`            | point `[x,y]`, 0-1000 (prompt) |
+| web      | `Click [3]` set-of-marks label                  | element label, no coordinates  |
+
+The PC prompt text tells the model "normalized to 0-1000" while the action-space table of
+the same doc says 0-999; the model reads the prompt, so we divide by 1000 (the two differ by
+0.1%). Boxes are reduced to their centre by `Target`.
+
+Images: mobile and web send one screenshot (web: the set-of-marks one) before the text;
+PC sends the current screenshot first at full size, then up to 4 history screenshots
+scaled to 50% x 50%, oldest to newest, then the text.
+
+Where the doc's template and its "used in practice" example disagree we follow the
+example (mobile: `'override': True/False`; web: the memory example without backslashes).
+Mapping of actions onto canonical ones:
+
+* mobile: click -> Click, long_press -> LongPress, input_text -> TypeText(target, clear=
+  override; no Enter: the action-space table says it "clicks a given position and inputs
+  text", Enter is its own `keyboard_enter`), keyboard_enter -> Key(["enter"]),
+  navigate_home/back, swipe -> Swipe (the finger path; "up" = finger moves up, content
+  below comes into view) across the middle half of its box or the screen, open_app ->
+  OpenApp, wait -> Wait(5), answer -> Answer, status -> Done(success=complete).
+* pc: left/right/middle_click, hover, left_double_click, left_drag -> Drag, key -> Key
+  (split on '+'), type -> TypeText (into the focused element), scroll -> Scroll(amount=
+  step), WAIT -> Wait(5), DONE -> Done(True), FAIL -> Done(False).
+* web: Click -> Click(element), Type -> TypeText(element, clear=True, enter=True: the prompt
+  says the textbox content is replaced and Enter is hit automatically), Scroll -> Scroll
+  (element or window), Wait -> Wait(5), GoBack -> NavigateBack, Bing -> Goto(bing.com),
+  ANSWER -> Answer, Key -> Key.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from pydantic import ValidationError
+
+from ..actions import (
+    Answer, BaseAction, Click, Done, DoubleClick, Drag, Goto, Hover, Key, LongPress,
+    MiddleClick, NavigateBack, NavigateHome, OpenApp, Point, RightClick, Scroll, Swipe,
+    Target, TypeText, Wait,
+)
+from ..envs.base import Element, Observation, Platform
+from ..errors import ParseError
+from ..messages import Message, image, message, text
+from ._history import action_text, half_size, load_template, recent_screenshots, render
+from ._syntax import (
+    SyntaxProblem, find_calls, find_dicts, parse_call, parse_literal,
+    split_keys, split_response, to_target,
+)
+from .base import Dialect, HistoryItem, Step
+
+# How each platform's answers locate things; see the table in the module docstring.
+COORDINATES: dict[str, dict[str, Any]] = {
+    "mobile": {"kind": "box", "grid_max": 999, "order": "x1,y1,x2,y2"},
+    "pc": {"kind": "point", "grid_max": 1000, "order": "x,y"},
+    "web": {"kind": "element", "grid_max": 1000, "order": None},
+}
+
+# AndroidWorld's app list, as the doc gives it for `#SUPPORTED_APPS#`.
+ANDROID_WORLD_APPS: tuple[str, ...] = (
+    "Google Chrome", "Google Chat", "Settings", "YouTube", "Google Play", "Gmail",
+    "Google Maps", "Google Photos", "Google Calendar", "Camera", "Audio Recorder",
+    "Google Drive", "Google Keep", "Grubhub", "Tripadvisor", "Starbucks", "Google Docs",
+    "Google Sheets", "Google Slides", "Clock", "Google Search", "Contacts", "Facebook",
+    "WhatsApp", "Instagram", "Twitter", "Snapchat", "Telegram", "LinkedIn", "Spotify",
+    "Netflix", "Amazon Shopping", "TikTok", "Discord", "Reddit", "Pinterest",
+    "Android World", "Files", "Markor", "Clipper", "Messages", "Simple SMS Messenger",
+    "Dialer", "Simple Calendar Pro", "Simple Gallery Pro", "Miniwob", "Simple Draw Pro",
+    "Pro Expense", "Broccoli", "CAA", "OsmAnd", "Tasks", "Open Tracks Sports Tracker",
+    "Joplin", "VLC", "Retro Music",
+)
+
+PC_FUNCTIONS = (
+    "left_click", "right_click", "middle_click", "hover", "left_double_click", "left_drag",
+    "key", "type", "scroll", "WAIT", "DONE", "FAIL",
+)
+MOBILE_ACTIONS = (
+    "status", "answer", "click", "long_press", "input_text", "keyboard_enter",
+    "navigate_home", "navigate_back", "swipe", "open_app", "wait",
+)
+
+PC_EXPECTED = (
+    "A short explanation, then exactly one action call such as "
+    "left_click(start_box='[x,y]', element_info=''), right_click(...), middle_click(...), "
+    "hover(...), left_double_click(...), left_drag(start_box='[x1,y1]', end_box='[x2,y2]'), "
+    "key(keys='ctrl+c'), type(content='text'), scroll(start_box='[x,y]', "
+    "direction='down/up', step=5), WAIT(), DONE() or FAIL(), with coordinates on the "
+    "0-1000 grid, then 'Memory:' and a JSON list."
+)
+MOBILE_EXPECTED = (
+    "Memory: ...\nReason: ...\nAction: {\"action_type\": ...} where action_type is one of "
+    + ", ".join(MOBILE_ACTIONS)
+    + "; box_2d is [[xmin,ymin,xmax,ymax]] on the 0-999 grid."
+)
+WEB_EXPECTED = (
+    "Thought: ...\nAction: one of 'Click [N]', 'Type [N]; [text]', "
+    "'Scroll [N or WINDOW]; [up or down]', 'Wait', 'GoBack', 'Bing', "
+    "'ANSWER; <content>answer</content>', 'Key; [Return]'\nMemory_Updated: {...}"
+)
+
+BING_URL = "https://www.bing.com/"
+NO_HISTORY = "You just started, no action has been performed yet."
+
+
+def _fail(raw: str, why: str, expected: str) -> ParseError:
+    return ParseError(f"could not read an action from the model's answer: {why}",
+                      text=raw, expected=expected)
+
+
+def _build(cls: type[BaseAction], **fields: Any) -> BaseAction:
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise SyntaxProblem(f"invalid {cls.__name__} ({first['loc']}: {first['msg']})") from None
+
+
+def _text_arg(value: Any, name: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise SyntaxProblem(f"{name} must be text, got {value!r}")
+    return str(value)
+
+
+# --------------------------------------------------------------------------- PC actions
+def pc_action(name: str, args: list[Any], kwargs: dict[str, Any], grid_max: int) -> BaseAction:
+    """A canonical action from a parsed PC call (GLM-4.1V and GLM-4.5V share the names)."""
+    info = kwargs.get("element_info")
+    reason = str(info) if isinstance(info, (str, int, float)) and str(info).strip() else None
+
+    def box(key: str, position: int) -> Target:
+        value = kwargs.get(key, args[position] if len(args) > position else None)
+        if value is None:
+            raise SyntaxProblem(f"{name} needs {key}='[x,y]'")
+        return to_target(value, grid_max)
+
+    pointer = {"left_click": Click, "right_click": RightClick, "middle_click": MiddleClick,
+               "hover": Hover, "left_double_click": DoubleClick}
+    if name in pointer:
+        return _build(pointer[name], target=box("start_box", 0), reason=reason)
+    if name == "left_drag":
+        return _build(Drag, start=box("start_box", 0), end=box("end_box", 1), reason=reason)
+    if name == "key":
+        combo = kwargs.get("keys", kwargs.get("key", args[0] if args else None))
+        keys = split_keys(_text_arg(combo, "keys")) if combo is not None else []
+        if not keys:
+            raise SyntaxProblem("key needs keys='ctrl+c'")
+        return _build(Key, keys=keys)
+    if name == "type":
+        content = kwargs.get("content", kwargs.get("text", args[0] if args else None))
+        if content is None:
+            raise SyntaxProblem("type needs content='...'")
+        return _build(TypeText, text=_text_arg(content, "content"))
+    if name == "scroll":
+        direction = str(kwargs.get("direction", args[1] if len(args) > 1 else "")).strip().lower()
+        if direction not in ("up", "down", "left", "right"):
+            raise SyntaxProblem(f"scroll direction must be 'down' or 'up', got {direction!r}")
+        step = kwargs.get("step", 5)
+        try:
+            amount = int(float(step))
+        except (TypeError, ValueError):
+            raise SyntaxProblem(f"scroll step must be an integer, got {step!r}") from None
+        where = kwargs.get("start_box", args[0] if args else None)
+        target = to_target(where, grid_max) if where not in (None, "", []) else None
+        return _build(Scroll, direction=direction, amount=min(100, max(1, amount)),
+                      target=target, reason=reason)
+    if name == "WAIT":
+        return _build(Wait, seconds=5.0)
+    if name == "DONE":
+        return _build(Done, success=True)
+    if name == "FAIL":
+        return _build(Done, success=False)
+    raise SyntaxProblem(f"unknown action {name!r}")
+
+
+_MEMORY_TAG = re.compile(r"<memory>(.*?)(?:</memory>|$)", re.S)
+_MEMORY_LINE = re.compile(r"(?:^|\n)\s*Memory\s*:\s*(.*)$", re.S)
+
+
+def parse_pc(raw: str, grid_max: int, expected: str = PC_EXPECTED) -> Step:
+    """Explanation, one call, `Memory:` list: the PC answer of GLM-4.1V and GLM-4.5V."""
+    thinking, answer = split_response(raw)
+    problems: list[str] = []
+    for start, end, source in find_calls(answer, PC_FUNCTIONS):
+        try:
+            name, args, kwargs = parse_call(source)
+            action = pc_action(name, args, kwargs, grid_max)
+        except SyntaxProblem as exc:
+            problems.append(f"{source[:80]!r}: {exc}")
+            continue
+        explanation = re.sub(r"\s*Action\s*:\s*$", "", answer[:start].strip()).strip()
+        after = answer[end:]
+        memory_match = _MEMORY_TAG.search(after) or _MEMORY_LINE.search(after)
+        memory = memory_match.group(1).strip() if memory_match else None
+        if memory is not None:
+            # Trailing repetitions of the whole answer are not memory.
+            memory = memory.split("\n\n")[0].strip()
+        return Step(action=action, thinking=thinking, memory=memory,
+                    explanation=explanation or None, raw=raw,
+                    extra={"action_text": source, "answer": answer})
+    why = "; ".join(problems[:3]) if problems else "no action call found"
+    raise _fail(raw, why, expected)
+
+
+# ----------------------------------------------------------------------- mobile actions
+def swipe_path(direction: str, region: Target | None) -> tuple[Target, Target]:
+    """Finger path of a swipe: across the middle half of `region` (default: the screen)."""
+    if region is not None and region.box is not None:
+        x1, y1, x2, y2 = region.box.x1, region.box.y1, region.box.x2, region.box.y2
+    else:
+        x1, y1, x2, y2 = 0.0, 0.0, 1.0, 1.0
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    w, h = x2 - x1, y2 - y1
+    paths = {
+        "up": ((cx, y1 + 0.75 * h), (cx, y1 + 0.25 * h)),
+        "down": ((cx, y1 + 0.25 * h), (cx, y1 + 0.75 * h)),
+        "left": ((x1 + 0.75 * w, cy), (x1 + 0.25 * w, cy)),
+        "right": ((x1 + 0.25 * w, cy), (x1 + 0.75 * w, cy)),
+    }
+    (sx, sy), (ex, ey) = paths[direction]
+    return Target(point=Point(x=sx, y=sy)), Target(point=Point(x=ex, y=ey))
+
+
+def mobile_action(data: dict[str, Any], grid_max: int) -> BaseAction:
+    """A canonical action from an AndroidWorld-style JSON action (GLM-4.1V / 4.5V mobile)."""
+    kind = str(data.get("action_type", "")).strip().lower()
+
+    def box() -> Target:
+        value = data.get("box_2d", data.get("box"))
+        if value in (None, "", []):
+            raise SyntaxProblem(f"{kind} needs box_2d [[xmin,ymin,xmax,ymax]]")
+        return to_target(value, grid_max)
+
+    if kind == "click":
+        return _build(Click, target=box())
+    if kind == "long_press":
+        return _build(LongPress, target=box())
+    if kind == "input_text":
+        if "text" not in data:
+            raise SyntaxProblem("input_text needs text")
+        override = data.get("override", False)
+        if isinstance(override, str):
+            override = override.strip().lower() == "true"
+        target = box() if data.get("box_2d") not in (None, "", []) else None
+        return _build(TypeText, text=_text_arg(data["text"], "text"), target=target,
+                      clear=bool(override))
+    if kind == "keyboard_enter":
+        return _build(Key, keys=["enter"])
+    if kind == "navigate_home":
+        return _build(NavigateHome)
+    if kind == "navigate_back":
+        return _build(NavigateBack)
+    if kind == "swipe" or kind == "scroll":
+        direction = str(data.get("direction", "")).strip().lower()
+        if direction not in ("up", "down", "left", "right"):
+            raise SyntaxProblem(f"swipe direction must be up, down, left or right, got {direction!r}")
+        # A point instead of a box gives no region: the whole screen is swiped.
+        region = box() if data.get("box_2d") not in (None, "", []) else None
+        start, end = swipe_path(direction, region)
+        return _build(Swipe, start=start, end=end)
+    if kind == "open_app":
+        name = data.get("app_name", data.get("app"))
+        if not name:
+            raise SyntaxProblem("open_app needs app_name")
+        return _build(OpenApp, name=_text_arg(name, "app_name"))
+    if kind == "wait":
+        return _build(Wait, seconds=5.0)
+    if kind == "answer":
+        return _build(Answer, text=_text_arg(data.get("text", ""), "text"))
+    if kind == "status":
+        status = str(data.get("goal_status", "")).strip().lower()
+        if status not in ("complete", "infeasible"):
+            raise SyntaxProblem(f"goal_status must be complete or infeasible, got {status!r}")
+        return _build(Done, success=status == "complete")
+    raise SyntaxProblem(f"unknown action_type {kind!r}")
+
+
+_SECTION = r"(?:^|\n)\s*{name}\s*:\s*(.*?)(?=\n\s*(?:Memory|Reason|Action)\s*:|$)"
+
+
+def _section(answer: str, name: str) -> str | None:
+    match = re.search(_SECTION.format(name=name), answer, re.S)
+    return match.group(1).strip() if match else None
+
+
+def parse_mobile(raw: str, grid_max: int, expected: str = MOBILE_EXPECTED) -> Step:
+    """`Memory: / Reason: / Action: {...}` answers (GLM-4.1V and GLM-4.5V mobile)."""
+    thinking, answer = split_response(raw)
+    marker = re.search(r"(?:^|\n)\s*Action\s*:", answer)
+    region = answer[marker.end():] if marker else answer
+    problems: list[str] = []
+    for _start, _end, source in find_dicts(region):
+        try:
+            data = parse_literal(source)
+            if not isinstance(data, dict) or "action_type" not in data:
+                raise SyntaxProblem("the dict has no 'action_type'")
+            action = mobile_action(data, grid_max)
+        except SyntaxProblem as exc:
+            problems.append(f"{source[:80]!r}: {exc}")
+            continue
+        head = answer[:marker.start()] if marker else answer
+        return Step(action=action, thinking=thinking, memory=_section(head, "Memory"),
+                    explanation=_section(head, "Reason"), raw=raw,
+                    extra={"action_text": source, "action_dict": data, "answer": answer})
+    why = "; ".join(problems[:3]) if problems else "no {\"action_type\": ...} dict found"
+    raise _fail(raw, why, expected)
+
+
+def mobile_history(history: list[HistoryItem]) -> str:
+    """`Step i:\\nMemory: ...\\nReason: ...\\nAction: {...}` blocks, numbered from 0."""
+    if not history:
+        # The wording AndroidWorld's M3A agent (which this prompt derives from) uses.
+        return NO_HISTORY
+    blocks = []
+    for i, item in enumerate(history):
+        data = item.step.extra.get("action_dict")
+        written = repr(data) if isinstance(data, dict) else action_text(item)
+        blocks.append(
+            f"Step {i}:\nMemory: {item.step.memory or 'None'}\n"
+            f"Reason: {item.step.explanation or ''}\nAction: {written}"
+        )
+    return "\n".join(blocks)
+
+
+# -------------------------------------------------------------------------- web actions
+_WEB_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    ("click", re.compile(r"^Click\s*\[?\s*(\d+)\s*\]?", re.I)),
+    ("type", re.compile(r"^Type\s*\[?\s*(\d+)\s*\]?\s*[;,]\s*(.*)$", re.I | re.S)),
+    ("scroll", re.compile(
+        r"^Scroll\s*\[?\s*(WINDOW|\d+)\s*\]?\s*[;,]\s*\[?\s*(up|down|left|right)\s*\]?", re.I)),
+    ("wait", re.compile(r"^Wait\b", re.I)),
+    ("goback", re.compile(r"^Go\s*Back\b", re.I)),
+    ("bing", re.compile(r"^(?:Bing|Google)\b", re.I)),
+    ("answer", re.compile(r"^ANSWER\s*[;:,]?\s*(.*)$", re.I | re.S)),
+    ("key", re.compile(r"^Key\s*[;:,]\s*\[?\s*([^\]\n]+?)\s*\]?\s*\.?\s*$", re.I | re.M)),
+]
+
+
+def _strip_brackets(value: str) -> str:
+    value = value.strip()
+    if value.endswith("."):
+        value = value[:-1].rstrip()
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
+    return value
+
+
+def web_action(source: str) -> BaseAction:
+    """A canonical action from one WebVoyager-style action string."""
+    source = source.strip().strip("`").strip()
+    for kind, pattern in _WEB_PATTERNS:
+        match = pattern.match(source)
+        if not match:
+            continue
+        if kind == "click":
+            return _build(Click, target=Target(element=int(match.group(1))))
+        if kind == "type":
+            content = match.group(2).split("\n")[0]
+            return _build(TypeText, text=_strip_brackets(content),
+                          target=Target(element=int(match.group(1))), clear=True, enter=True)
+        if kind == "scroll":
+            where = match.group(1)
+            target = None if where.upper() == "WINDOW" else Target(element=int(where))
+            return _build(Scroll, direction=match.group(2).lower(), target=target)
+        if kind == "wait":
+            return _build(Wait, seconds=5.0)
+        if kind == "goback":
+            return _build(NavigateBack)
+        if kind == "bing":
+            return _build(Goto, url=BING_URL)
+        if kind == "answer":
+            body = match.group(1)
+            content = re.search(r"<content>(.*?)(?:</content>|$)", body, re.S)
+            answer = content.group(1) if content else _strip_brackets(body.split("\n")[0])
+            return _build(Answer, text=answer.strip())
+        if kind == "key":
+            keys = split_keys(match.group(1))
+            keys = ["enter" if k == "return" else k for k in keys]
+            if not keys:
+                raise SyntaxProblem("Key needs a key name, e.g. Key; [Return]")
+            return _build(Key, keys=keys)
+    raise SyntaxProblem(f"unknown action {source.splitlines()[0][:60]!r}" if source else "empty action")
+
+
+def parse_web(raw: str, expected: str = WEB_EXPECTED) -> Step:
+    """`Thought: / Action: / Memory_Updated:` answers (GLM-4.1V and GLM-4.5V web)."""
+    thinking, answer = split_response(raw)
+    problems: list[str] = []
+    for match in re.finditer(r"(?:^|\n)\s*\**Action\**\s*:\s*", answer):
+        rest = answer[match.end():]
+        cut = re.search(r"\n\s*(?:Memory_Updated|Thought|Observation)\s*:", rest)
+        source = rest[:cut.start()] if cut else rest
+        if not source.strip().upper().startswith("ANSWER"):
+            source = source.strip().split("\n")[0]
+        try:
+            action = web_action(source)
+        except SyntaxProblem as exc:
+            problems.append(str(exc))
+            continue
+        thought = re.search(r"Thought\s*:\s*(.*?)\s*$", answer[:match.start()], re.S)
+        memory = re.search(r"Memory_Updated\s*:\s*(.*?)(?:\n\s*\n|$)", rest, re.S)
+        return Step(action=action, thinking=thinking,
+                    memory=memory.group(1).strip() if memory else None,
+                    explanation=thought.group(1).strip() if thought else None, raw=raw,
+                    extra={"action_text": source.strip(), "answer": answer})
+    why = "; ".join(problems[:3]) if problems else "no 'Action:' line found"
+    raise _fail(raw, why, expected)
+
+
+def web_previous_actions(history: list[HistoryItem]) -> str:
+    """`i.Thought:...<TAB>Action:...<TAB>Observation:...` lines, numbered from 0.
+
+    The docs show these separators as runs of spaces: tab characters expanded by the
+    Markdown rendering (4.1V's runs end on 4-column tab stops).
+    """
+    lines = []
+    for i, item in enumerate(history):
+        observation = item.step.extra.get("observation", "Success")
+        lines.append(f"{i}.Thought:{item.step.explanation or ''}\tAction:{action_text(item)}"
+                     f"\tObservation:{observation}")
+    return "\n".join(lines)
+
+
+def elements_text(observation: Observation) -> str:
+    """The set-of-marks element list: the web env's text, or one built from its elements."""
+    if observation.elements_text is not None:
+        return observation.elements_text
+    return "\t".join(_element_line(e) for e in observation.elements or [])
+
+
+def _element_line(element: Element) -> str:
+    tag = f"<{element.tag}> " if element.tag else ""
+    return f'[{element.label}]: {tag}"{element.text}";'
+
+
+def latest_memory(history: list[HistoryItem], empty: str) -> str:
+    for item in reversed(history):
+        if item.step.memory:
+            return item.step.memory
+    return empty
+
+
+# ------------------------------------------------------------------------------ dialect
+class GLM41VDialect(Dialect):
+    """GLM-4.1V-9B-Thinking on AndroidWorld (mobile), OSWorld (pc) and WebVoyager (web)."""
+
+    family: ClassVar[str] = "glm-4.1v"
+    platforms: ClassVar[tuple[Platform, ...]] = ("mobile", "pc", "web")
+    grid_max: ClassVar[int] = 1000
+    coordinates: ClassVar[dict[str, dict[str, Any]]] = COORDINATES
+    history_images: ClassVar[int] = 4
+
+    def __init__(self, platform: Platform, *, supported_apps: list[str] | tuple[str, ...] =
+                 ANDROID_WORLD_APPS) -> None:
+        super().__init__(platform)
+        # Instance value shadows the class default: the grid depends on the platform.
+        self.grid_max = int(COORDINATES[platform]["grid_max"])  # type: ignore[misc]
+        self.supported_apps = tuple(supported_apps)
+
+    # -- prompts ------------------------------------------------------------------
+    def build_messages(
+        self, task: str, observation: Observation, history: list[HistoryItem]
+    ) -> list[Message]:
+        if self.platform == "mobile":
+            prompt = render(load_template("glm41v/mobile.txt"), task=task,
+                            supported_apps=",".join(self.supported_apps),
+                            history=mobile_history(history))
+            return [message("user", image(observation.model_image()), prompt)]
+        if self.platform == "pc":
+            return self._pc_messages(task, observation, history)
+        prompt = render(load_template("glm41v/web.txt"), task=task,
+                        web=observation.url or "the current website",
+                        previous_actions=web_previous_actions(history),
+                        memory=latest_memory(history, "{}"),
+                        web_text=elements_text(observation))
+        return [message("user", image(observation.model_image()), prompt)]
+
+    def _pc_messages(
+        self, task: str, observation: Observation, history: list[HistoryItem]
+    ) -> list[Message]:
+        lines = []
+        if history:
+            lines.append("History actions:")
+            for i, item in enumerate(history, start=1):
+                explanation = (item.step.explanation or "").strip()
+                body = f"{explanation}\n{action_text(item)}" if explanation else action_text(item)
+                lines.append(f"step {i}: {body}")
+        lines.append("Memory:\n" + latest_memory(history, "[]"))
+        prompt = render(load_template("glm41v/pc.txt"), task=task,
+                        history_with_memory="\n".join(lines))
+        shots = recent_screenshots(history, self.history_images)
+        parts = [image(observation.model_image())]
+        parts += [image(half_size(shots[i])) for i in sorted(shots)]
+        return [message("user", *parts, text(prompt))]
+
+    # -- parsing ------------------------------------------------------------------
+    def parse(self, text: str) -> Step:
+        if not isinstance(text, str):
+            raise ParseError(f"model output must be text, got {type(text).__name__}",
+                             expected="text")
+        if self.platform == "mobile":
+            return parse_mobile(text, self.grid_max)
+        if self.platform == "pc":
+            return parse_pc(text, self.grid_max)
+        return parse_web(text)
+
+    def supported_actions(self) -> set[str]:
+        return {
+            "mobile": {"click", "long_press", "type", "key", "navigate_home", "navigate_back",
+                       "swipe", "open_app", "wait", "answer", "done"},
+            "pc": {"click", "right_click", "middle_click", "hover", "double_click", "drag",
+                   "key", "type", "scroll", "wait", "done"},
+            "web": {"click", "type", "scroll", "wait", "navigate_back", "goto", "answer",
+                    "key"},
+        }[self.platform]
+
+
+__all__ = ["GLM41VDialect", "COORDINATES", "ANDROID_WORLD_APPS"]
