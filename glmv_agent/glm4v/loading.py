@@ -1,0 +1,228 @@
+"""Load a GLM-4.1V checkpoint directory into a `Glm4vModel`.
+
+Everything is checked before any weight is read: files exist, shard sizes agree with their
+safetensors headers, and the tensor names and shapes match the model the config describes.
+The model is built on the `meta` device, then each tensor is read from its memory-mapped
+shard and copied once, straight to the target device and dtype. A shard is re-opened for
+every tensor so its mapping (and the page cache it pins in our RSS) never outlives one
+tensor: peak memory stays about one copy of the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from .config import Glm4vConfig
+from .model import Glm4vModel
+from .rope import text_inv_freq
+
+logger = logging.getLogger(__name__)
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+PROGRESS_THRESHOLD_BYTES = 1 << 30
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+}
+# safetensors dtype tag -> bytes per element
+_ELEMENT_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
+                 "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ConfigError(f"dtype {dtype} is not supported; use float32, bfloat16 or float16")
+        return dtype
+    key = str(dtype).lower().removeprefix("torch.")
+    if key not in _DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; use 'float32', 'bfloat16' or 'float16'")
+    return _DTYPES[key]
+
+
+def resolve_device(device: torch.device | str) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"invalid device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available here; "
+                          "use device='cpu' or 'auto'")
+    return resolved
+
+
+def read_safetensors_header(file: Path) -> dict[str, dict[str, Any]]:
+    """Tensor entries of a safetensors file, after checking the file is complete."""
+    try:
+        size = file.stat().st_size
+        with open(file, "rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise CheckpointError(f"{file}: file is truncated ({size} bytes, no safetensors "
+                                      "header); re-download it")
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > size - 8:
+                raise CheckpointError(f"{file}: file is truncated (header says {header_len} "
+                                      f"header bytes, file has {size}); re-download it")
+            header = json.loads(handle.read(header_len))
+    except OSError as exc:
+        raise CheckpointError(f"{file}: cannot read ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{file}: corrupt safetensors header ({exc}); re-download it") from exc
+    header.pop("__metadata__", None)
+    data_end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
+    expected = 8 + header_len + data_end
+    if size < expected:
+        raise CheckpointError(f"{file}: file is truncated ({size} bytes, its header needs "
+                              f"{expected}); re-download it")
+    for name, entry in header.items():
+        start, end = entry["data_offsets"]
+        numel = 1
+        for dim in entry["shape"]:
+            numel *= dim
+        if end - start != numel * _ELEMENT_SIZE.get(entry["dtype"], 0):
+            raise CheckpointError(f"{file}: tensor {name!r} has inconsistent size in the header")
+    return header
+
+
+def checkpoint_tensors(directory: Path) -> dict[str, tuple[Path, list[int], int]]:
+    """name -> (shard file, shape, byte size) for every tensor of the checkpoint."""
+    index = directory / INDEX_FILE
+    single = directory / SINGLE_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{index}: cannot read 'weight_map' ({exc})") from exc
+        shards = sorted(set(weight_map.values()))
+    elif single.is_file():
+        weight_map, shards = None, [SINGLE_FILE]
+    else:
+        found = sorted(p.name for p in directory.glob("*.safetensors")) if directory.is_dir() else []
+        raise CheckpointError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE} found"
+                              + (f" (found {found})" if found else "")
+                              + "; point at a Hugging Face checkpoint directory")
+    tensors: dict[str, tuple[Path, list[int], int]] = {}
+    for shard in shards:
+        file = directory / shard
+        if not file.is_file():
+            raise CheckpointError(f"{index}: refers to shard {shard!r}, which does not exist in "
+                                  f"{directory}; the download is incomplete")
+        for name, entry in read_safetensors_header(file).items():
+            start, end = entry["data_offsets"]
+            tensors[name] = (file, list(entry["shape"]), end - start)
+    if weight_map is not None:
+        for name, shard in weight_map.items():
+            if name not in tensors or tensors[name][0].name != shard:
+                raise CheckpointError(f"{index}: tensor {name!r} is listed in shard {shard!r} "
+                                      "but that file does not contain it")
+    return tensors
+
+
+def check_tensors(model: nn.Module, tensors: dict[str, tuple[Path, list[int], int]],
+                  directory: Path) -> None:
+    expected = {name: list(p.shape) for name, p in model.named_parameters()}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing:
+        raise CheckpointError(f"{directory}: {len(missing)} tensor(s) missing from the checkpoint: "
+                              f"{_preview(missing)}; the files do not match config.json")
+    if unexpected:
+        raise CheckpointError(f"{directory}: {len(unexpected)} unexpected tensor(s) in the "
+                              f"checkpoint: {_preview(unexpected)} (e.g. in "
+                              f"{tensors[unexpected[0]][0].name}); is this a GLM-4.1V checkpoint?")
+    for name, shape in expected.items():
+        file, found, _ = tensors[name]
+        if found != shape:
+            raise CheckpointError(f"{file}: tensor {name!r} has shape {found}, expected {shape} "
+                                  "from config.json")
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu",
+               dtype: torch.dtype | str = torch.bfloat16, progress: bool | None = None) -> Glm4vModel:
+    """Load a checkpoint directory; returns the model in eval mode on `device` in `dtype`.
+
+    progress: True/False forces the tqdm bar on/off; None shows it for checkpoints > 1 GB.
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: checkpoint directory does not exist")
+    target_device = resolve_device(device)
+    target_dtype = resolve_dtype(dtype)
+    config = Glm4vConfig.from_file(directory)
+    tensors = checkpoint_tensors(directory)
+
+    with torch.device("meta"):
+        model = Glm4vModel(config)
+    check_tensors(model, tensors, directory)
+
+    names = [name for name, _ in model.named_parameters()]
+    total = sum(tensors[name][2] for name in names)
+    show = progress if progress is not None else total > PROGRESS_THRESHOLD_BYTES
+    bar = _progress_bar(total, show)
+    logger.info("loading %s (%.2f GB) to %s as %s", directory, total / 1e9, target_device,
+                target_dtype)
+    from safetensors import safe_open  # optional dependency (extra "local")
+
+    device_str = "cpu" if target_device.type == "cpu" else str(target_device)
+    for name in names:
+        file = tensors[name][0]
+        with safe_open(str(file), framework="pt", device=device_str) as handle:
+            tensor = handle.get_tensor(name)
+        # copy=True: own the memory, so the shard mapping is released right away.
+        owned = tensor.to(device=target_device, dtype=target_dtype, copy=True)
+        del tensor
+        _set_parameter(model, name, owned)
+        if bar is not None:
+            bar.update(tensors[name][2])
+    if bar is not None:
+        bar.close()
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.language_model.embed_tokens.weight
+    _init_buffers(model, config, target_device)
+    model.eval()
+    return model
+
+
+def _set_parameter(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    module_name, _, leaf = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    setattr(module, leaf, nn.Parameter(tensor, requires_grad=False))
+
+
+def _init_buffers(model: Glm4vModel, config: Glm4vConfig, device: torch.device) -> None:
+    # Not in the checkpoint; computed here and kept fp32 (pitfall 2).
+    model.model.language_model.inv_freq = text_inv_freq(config.text, device=device)
+    v = config.vision
+    quarter = v.head_dim // 2
+    exponents = torch.arange(0, quarter, 2, dtype=torch.float32, device=device) / quarter
+    model.model.visual.inv_freq = 1.0 / (v.rope_theta ** exponents)
+
+
+def _progress_bar(total: int, show: bool) -> Any:
+    if not show:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        logger.info("install tqdm for a loading progress bar")
+        return None
+    return tqdm(total=total, unit="B", unit_scale=True, desc="loading weights")
+
+
+def _preview(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
