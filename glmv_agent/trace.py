@@ -1,0 +1,246 @@
+"""Trajectories on disk: crash-safe, replayable, readable by `report.py`.
+
+A trace directory holds:
+
+* `run.json` -- one `RunInfo` object, rewritten atomically at start and at the end:
+  `task`, `model`, `family`, `platform`, `started_at`, `ended_at` (unix seconds, null while
+  running), `status` ("running" until the run ends, then a `RunResult` status), `answer`,
+  `steps` (count), `version` (glmv_agent version), `options` (agent settings).
+* `steps.jsonl` -- one `StepRecord` JSON object per line, appended, flushed and fsynced
+  as each step ends, so a crash or SIGKILL loses at most the step in progress. Fields:
+    - `index` (1-based), `started_at`, `ended_at` (unix seconds)
+    - `screenshot`, `marked_screenshot`: PNG file names in the directory (`step-0001.png`)
+    - `observation`: `{"size": [w, h], "url", "title", "app", "mapping": {...}}`
+    - `prompt`: the messages sent, as `[{"role", "text", "images": [file names]}]`
+      (text parts joined with newlines; images referenced by file name or "<image>")
+    - `response`: the raw model text that was used (null if none)
+    - `attempts`: failed parse attempts `[{"response", "error", "expected"}]`
+    - `retries`: how many times the model was re-asked (= len(attempts) unless aborted)
+    - `step`: the parsed step `{"thinking", "memory", "explanation", "action", "extra",
+      "raw"}` or null
+    - `action`: the action dict as the model gave it (secret placeholders kept)
+    - `env_points`: where it landed in environment coordinates `[[x, y], ...]`
+    - `outcome`: one of `executed`, `dry_run`, `terminal`, `take_over`, `denied`,
+      `refused`, `loop_nudge`, `parse_error`, `action_error`, `error`, `stopped`
+    - `detail`: a human-readable note on the outcome; `sensitive`: why confirmation was
+      asked (null if not); `confirmed`: the answer (null if not asked)
+    - `timings`: seconds, keys `observe`, `model`, `execute`, `settle`, `total`
+    - `error`: error message if the step failed
+    - `observation_text`: url / app / element list given to the dialect as history
+* `step-NNNN.png` (and `step-NNNN-marked.png` in set-of-marks mode): the screenshots.
+
+Every string is masked (`***`) for the secrets the agent was given before it is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from PIL import Image
+from pydantic import BaseModel, Field, ValidationError
+
+from .actions import action_from_dict
+from .dialects.base import HistoryItem, Step
+from .errors import ConfigError
+from .messages import Message
+
+RUN_FILE = "run.json"
+STEPS_FILE = "steps.jsonl"
+
+Outcome = str  # see the module docstring for the values
+
+
+class RunInfo(BaseModel):
+    task: str
+    model: str = ""
+    family: str = ""
+    platform: str = ""
+    started_at: float = Field(default_factory=time.time)
+    ended_at: float | None = None
+    status: str = "running"
+    answer: str | None = None
+    steps: int = 0
+    version: str = ""
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Attempt(BaseModel):
+    response: str
+    error: str
+    expected: str = ""
+
+
+class StepRecord(BaseModel):
+    index: int
+    started_at: float = Field(default_factory=time.time)
+    ended_at: float | None = None
+    screenshot: str | None = None
+    marked_screenshot: str | None = None
+    observation: dict[str, Any] = Field(default_factory=dict)
+    observation_text: str | None = None
+    prompt: list[dict[str, Any]] = Field(default_factory=list)
+    response: str | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    retries: int = 0
+    step: dict[str, Any] | None = None
+    action: dict[str, Any] | None = None
+    env_points: list[tuple[float, float]] = Field(default_factory=list)
+    outcome: Outcome = "error"
+    detail: str = ""
+    sensitive: str | None = None
+    confirmed: bool | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+    error: str | None = None
+
+    def parsed_step(self) -> Step | None:
+        """The parsed Step rebuilt from the record (None if the model never parsed)."""
+        if self.step is None:
+            return None
+        data = dict(self.step)
+        action = action_from_dict(data.pop("action"))
+        return Step(action=action, **data)
+
+
+def screenshot_name(index: int, marked: bool = False) -> str:
+    return f"step-{index:04d}{'-marked' if marked else ''}.png"
+
+
+def prompt_summary(messages: list[Message], image_names: dict[int, str]) -> list[dict[str, Any]]:
+    """Text parts of the messages, with images referenced by file name."""
+    summary: list[dict[str, Any]] = []
+    for msg in messages:
+        content = msg["content"]
+        if isinstance(content, str):
+            summary.append({"role": msg["role"], "text": content, "images": []})
+            continue
+        texts = [p["text"] for p in content if p.get("type") == "text"]
+        images = [
+            image_names.get(id(p["image"]), "<image>") for p in content if p.get("type") == "image"
+        ]
+        summary.append({"role": msg["role"], "text": "\n".join(texts), "images": images})
+    return summary
+
+
+class TraceWriter:
+    """Writes one run's trace; every step is on disk before the next one starts."""
+
+    def __init__(self, directory: str | Path, mask: Callable[[Any], Any] | None = None) -> None:
+        self.dir = Path(directory)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create trace directory {self.dir}: {exc}") from exc
+        self._mask = mask or (lambda obj: obj)
+        self.info: RunInfo | None = None
+
+    def start(self, info: RunInfo) -> None:
+        self.info = info
+        self._write_run()
+
+    def finish(self, status: str, answer: str | None, steps: int) -> None:
+        if self.info is None:
+            return
+        self.info.status = status
+        self.info.answer = answer
+        self.info.steps = steps
+        self.info.ended_at = time.time()
+        self._write_run()
+
+    def save_screenshot(self, image: Image.Image, name: str) -> str:
+        image.save(self.dir / name, format="PNG")
+        return name
+
+    def record(self, record: StepRecord) -> None:
+        """Append one step durably (flush + fsync)."""
+        data = self._mask(record.model_dump(mode="json"))
+        line = json.dumps(data, ensure_ascii=False)
+        with open(self.dir / STEPS_FILE, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if self.info is not None:
+            self.info.steps = record.index
+            self._write_run()
+
+    def _write_run(self) -> None:
+        assert self.info is not None
+        data = self._mask(self.info.model_dump(mode="json"))
+        tmp = self.dir / (RUN_FILE + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=False, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.dir / RUN_FILE)
+
+
+class TraceReader:
+    """Loads a trace directory written by `TraceWriter`."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory)
+        if not (self.dir / RUN_FILE).is_file():
+            raise ConfigError(
+                f"{self.dir} is not a trace directory: {RUN_FILE} is missing "
+                "(pass the directory an Agent run wrote, e.g. traces/<timestamp>-<task>)"
+            )
+
+    @property
+    def info(self) -> RunInfo:
+        try:
+            return RunInfo.model_validate_json((self.dir / RUN_FILE).read_text("utf-8"))
+        except (ValidationError, OSError) as exc:
+            raise ConfigError(f"{self.dir / RUN_FILE} is unreadable: {exc}") from exc
+
+    def records(self) -> list[StepRecord]:
+        """Every complete step record; a torn last line (crash mid-write) is skipped."""
+        path = self.dir / STEPS_FILE
+        if not path.is_file():
+            return []
+        records: list[StepRecord] = []
+        lines = path.read_text("utf-8").splitlines()
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(StepRecord.model_validate_json(line))
+            except ValidationError as exc:
+                if n == len(lines):  # the write in progress when the process died
+                    break
+                raise ConfigError(f"{path} line {n} is not a step record: {exc}") from exc
+        return records
+
+    def screenshot(self, record: StepRecord) -> Image.Image | None:
+        if record.screenshot is None or not (self.dir / record.screenshot).is_file():
+            return None
+        with Image.open(self.dir / record.screenshot) as img:
+            return img.convert("RGB")
+
+    def responses(self) -> list[str]:
+        """Every model answer in order, failed parse attempts included (for replay)."""
+        out: list[str] = []
+        for record in self.records():
+            out.extend(a.response for a in record.attempts)
+            if record.response is not None:
+                out.append(record.response)
+        return out
+
+    def history(self) -> list[HistoryItem]:
+        """The dialect history of the steps that acted on the environment."""
+        items: list[HistoryItem] = []
+        for record in self.records():
+            step = record.parsed_step()
+            if step is None or record.outcome not in HISTORY_OUTCOMES:
+                continue
+            items.append(HistoryItem(
+                step=step, screenshot=self.screenshot(record),
+                observation_text=record.observation_text,
+            ))
+        return items
+
+
+# Steps whose action reached (or would have reached) the environment.
+HISTORY_OUTCOMES = frozenset({"executed", "dry_run", "take_over"})
