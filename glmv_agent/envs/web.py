@@ -1,0 +1,889 @@
+"""Web pages through playwright: `WebEnv` (sync API) and `AsyncWebEnv` (async API).
+
+Coordinates: the screenshot is the viewport in device pixels; mouse actions take CSS pixels
+of the viewport (device pixels / devicePixelRatio). Viewport coordinates are what the user
+sees, so a scrolled page needs no offset for mouse actions; element boxes of
+set-of-marks are also given relative to the viewport, in screenshot pixels.
+
+One implementation serves both playwright APIs. The page logic is written once as
+generator "plans" (`_WebCore`) that `yield` every playwright call: the sync driver hands
+each call's result straight back (the sync API has already run it), the async driver
+awaits it first. Pure helpers (URL checks, key names, element text, drawing marks) are
+plain functions below; the JavaScript evaluated in the page lives in `glmv_agent/data/`.
+
+After every action the environment waits, within `stability_timeout` seconds, until the
+page is stable: navigation committed and DOM loaded, no fresh network requests, and an
+unchanged layout on consecutive animation frames, so the next screenshot is not stale.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import logging
+import os
+import time
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+from PIL import Image, ImageDraw, ImageFont
+
+from ..actions import BaseAction, Target
+from ..errors import ActionError, ActionRefusedError, ConfigError, EnvError, UnsupportedActionError
+from ..geometry import viewport_mapping
+from .base import ActionOutcome, Element, Environment, Observation
+
+try:
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "glmv_agent.envs.web needs playwright: pip install 'glmv-agent[web]'"
+    ) from exc
+
+logger = logging.getLogger(__name__)
+
+# A plan yields playwright calls (or their coroutines) and returns a result.
+Plan = Generator[Any, Any, Any]
+Resolver = Callable[[Target], tuple[float, float]]
+
+CHROMIUM_ARGS = (
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run",
+)
+WHEEL_STEP_CSS_PX = 100  # one wheel step, as browsers scroll for a mouse notch
+QUIET_MS = 200  # how long the layout must stay unchanged to count as stable
+REQUEST_GRACE_S = 2.0  # requests older than this (long polls, streams) do not block stability
+MARK_COLORS = (
+    "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#008080", "#9a6324",
+    "#800000", "#000075", "#d6336c", "#2f9e44", "#1971c2",
+)
+WEB_ACTIONS = frozenset({
+    "click", "double_click", "right_click", "middle_click", "long_press", "hover", "drag",
+    "type", "key", "scroll", "goto", "navigate_back", "wait",
+})
+
+
+# -- data files --------------------------------------------------------------------------
+
+
+@cache
+def page_script(name: str) -> str:
+    """The text of a JavaScript file from `glmv_agent/data/`."""
+    return resources.files("glmv_agent.data").joinpath(name).read_text(encoding="utf-8")
+
+
+@cache
+def _key_names() -> dict[str, str]:
+    import json
+
+    table = json.loads(page_script("web_keys.json"))
+    table.pop("_comment", None)
+    return table
+
+
+# -- pure helpers ------------------------------------------------------------------------
+
+
+def default_executable_path() -> str | None:
+    """$GLMV_CHROMIUM, else the system /usr/bin/chromium if present, else playwright's own."""
+    env = os.environ.get("GLMV_CHROMIUM")
+    if env:
+        return env
+    return "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
+
+
+def playwright_key(name: str) -> str:
+    """A normalized key name ("enter", "ctrl", "a") as playwright names it."""
+    name = name.strip()
+    if not name:
+        raise ActionError("empty key name")
+    mapped = _key_names().get(name.lower())
+    if mapped is not None:
+        return mapped
+    if len(name) == 1:
+        return name
+    raise ActionError(
+        f"unknown key {name!r}; use a single character or one of: "
+        + ", ".join(sorted(_key_names()))
+    )
+
+
+def playwright_key_combo(keys: Iterable[str]) -> str:
+    """Keys pressed together, e.g. ["ctrl", "a"] or ["ctrl+a"] -> "Control+a"."""
+    parts: list[str] = []
+    for key in keys:
+        pieces = [key] if key.strip() == "+" else [p for p in key.split("+") if p.strip()]
+        parts.extend(playwright_key(p) for p in pieces)
+    if not parts:
+        raise ActionError(f"no key to press in {list(keys)!r}")
+    return "+".join(parts)
+
+
+def normalize_allowed_domains(domains: Iterable[str] | None) -> tuple[str, ...] | None:
+    """Clean an allow-list: lower case, no scheme or path, "*.x.com" means x.com and below."""
+    if domains is None:
+        return None
+    if isinstance(domains, str):
+        domains = [domains]
+    cleaned: list[str] = []
+    for domain in domains:
+        if not isinstance(domain, str) or not domain.strip():
+            raise ConfigError(f"allowed_domains must be non-empty strings, got {domain!r}")
+        text = domain.strip().lower()
+        if "://" in text:
+            text = urlsplit(text).netloc
+        text = text.split("/")[0].removeprefix("*.").lstrip(".")
+        if not text:
+            raise ConfigError(f"allowed domain {domain!r} has no host name")
+        cleaned.append(text)
+    return tuple(cleaned)
+
+
+def url_allowed(url: str, allowed: tuple[str, ...] | None) -> bool:
+    """Whether a page may be at `url`: any http(s) host when there is no allow-list.
+
+    A domain entry allows itself and its subdomains on any port; an entry with a port
+    ("127.0.0.1:8000") allows exactly that host and port. Blank pages are always allowed.
+    """
+    if allowed is None or url in ("", "about:blank"):
+        return True
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "ws", "wss"):
+        return False
+    host = (parts.hostname or "").lower()
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    for entry in allowed:
+        if ":" in entry:
+            if netloc == entry:
+                return True
+        elif host == entry or host.endswith("." + entry):
+            return True
+    return False
+
+
+def normalize_url(url: str) -> str:
+    """A URL the model asked for, made absolute; only http(s) and about:blank are allowed."""
+    text = url.strip()
+    if text == "about:blank":
+        return text
+    if "://" not in text:
+        if text.split(":", 1)[0].lower() in ("javascript", "data", "file", "blob", "chrome"):
+            raise ActionRefusedError(f"refusing to open {text[:80]!r}: only http(s) URLs can be opened")
+        host = text.split("/")[0].split(":")[0].lower()
+        local = host in ("localhost", "127.0.0.1", "[::1]")
+        text = ("http://" if local else "https://") + text
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ActionRefusedError(
+            f"refusing to open {url[:80]!r}: scheme {parts.scheme!r} is not allowed, "
+            "only http and https URLs can be opened"
+        )
+    if not parts.hostname:
+        raise ActionRefusedError(f"cannot open {url[:80]!r}: the URL has no host name")
+    return text
+
+
+def wheel_delta(direction: str, amount: int) -> tuple[float, float]:
+    """Wheel deltas in CSS pixels; "down" shows content below (positive deltaY)."""
+    distance = float(amount * WHEEL_STEP_CSS_PX)
+    return {
+        "down": (0.0, distance), "up": (0.0, -distance),
+        "right": (distance, 0.0), "left": (-distance, 0.0),
+    }[direction]
+
+
+def elements_from_page(items: list[dict[str, Any]], scale_x: float, scale_y: float) -> list[Element]:
+    """Elements found by set_of_marks.js (CSS px of the viewport) in screenshot pixels."""
+    elements = []
+    for label, item in enumerate(items):
+        attributes = {k: v for k, v in (item.get("attributes") or {}).items() if v}
+        if item.get("type"):
+            attributes["type"] = item["type"]
+        if item.get("ariaLabel"):
+            attributes["aria-label"] = item["ariaLabel"]
+        elements.append(Element(
+            label=label, tag=item["tag"], text=item.get("text") or "",
+            x1=item["x1"] * scale_x, y1=item["y1"] * scale_y,
+            x2=item["x2"] * scale_x, y2=item["y2"] * scale_y,
+            attributes=attributes,
+        ))
+    return elements
+
+
+_TEXT_INPUT_TYPES = ("text", "search", "password", "email", "tel")
+
+
+def format_elements_text(elements: list[Element]) -> str:
+    """The element list of the GLM-V web prompt: `[i]: <tag> "text";` entries, tab-separated.
+
+    As in the WebVoyager setup the GLM-V web prompts follow: text fields and buttons carry
+    their tag; other elements only their text (plus the aria-label when it differs); an
+    element without text is listed only when it is a text field or a button, by its
+    aria-label; texts of 200 characters or more are left out.
+    """
+    entries: list[str] = []
+    for element in elements:
+        tag, text = element.tag, element.text
+        kind = element.attributes.get("type", "")
+        aria = element.attributes.get("aria-label", "")
+        if not text:
+            fillable = (
+                (tag == "input" and kind in _TEXT_INPUT_TYPES) or tag == "textarea"
+                or (tag == "button" and kind in ("submit", "button"))
+            )
+            if fillable:
+                entries.append(f'[{element.label}]: <{tag}> "{aria}";')
+        elif len(text) < 200 and not ("<img" in text and "src=" in text):
+            described = f'"{text}", "{aria}"' if aria and aria != text else f'"{text}"'
+            prefix = f"<{tag}> " if tag in ("button", "input", "textarea") else ""
+            entries.append(f"[{element.label}]: {prefix}{described};")
+    return "\t".join(entries)
+
+
+def _label_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def draw_marks(image: Image.Image, elements: list[Element], scale: float = 1.0) -> Image.Image:
+    """A copy of the screenshot with each element boxed and numbered in its top-left corner.
+
+    `scale` is the devicePixelRatio, so labels have the same size in CSS pixels.
+    """
+    marked = image.convert("RGB")
+    draw = ImageDraw.Draw(marked)
+    font = _label_font(max(10, round(12 * scale)))
+    line = max(1, round(2 * scale))
+    pad = max(1, round(2 * scale))
+    for element in elements:
+        color = MARK_COLORS[element.label % len(MARK_COLORS)]
+        box = [round(element.x1), round(element.y1), round(element.x2) - 1, round(element.y2) - 1]
+        draw.rectangle(box, outline=color, width=line)
+        text = str(element.label)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        w, h = right - left + 2 * pad, bottom - top + 2 * pad
+        x = box[0]
+        y = box[1] - h if box[1] - h >= 0 else box[1]  # above the box, inside at the top edge
+        draw.rectangle([x, y, x + w, y + h], fill=color)
+        draw.text((x + pad - left, y + pad - top), text, fill="white", font=font)
+    return marked
+
+
+def resolve_target(target: Target, observation: Observation) -> tuple[float, float]:
+    """CSS viewport coordinates of a target (element labels resolve to their centre)."""
+    point = target.point
+    if target.element is not None and point is None:
+        point = Environment._element_point(target.element, observation)
+    assert point is not None  # Target guarantees a point or an element
+    return observation.mapping.to_env(point)
+
+
+def _is_gone(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(s in text for s in (
+        "has been closed", "Target closed", "Browser closed", "browser has disconnected",
+        "Connection closed", "crashed",
+    ))
+
+
+def _is_navigation_race(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(s in text for s in (
+        "Execution context was destroyed", "navigation", "Navigation", "detached",
+        "Cannot find context",
+    ))
+
+
+def translate_error(exc: BaseException, what: str) -> Exception:
+    """A playwright failure as our EnvError (browser gone) or ActionError (action failed)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if _is_gone(exc):
+        return EnvError(
+            f"the browser page is closed or crashed ({first}); create a new WebEnv "
+            "(WebEnv.launch) or wrap a live page"
+        )
+    return ActionError(f"{what} failed in the browser: {first}")
+
+
+# -- drivers -----------------------------------------------------------------------------
+
+
+def drive_sync(plan: Plan) -> Any:
+    """Run a plan with the sync API: every yielded value is already the call's result."""
+    value: Any = None
+    while True:
+        try:
+            value = plan.send(value)
+        except StopIteration as stop:
+            return stop.value
+
+
+async def drive_async(plan: Plan) -> Any:
+    """Run a plan with the async API: await each yielded coroutine, hand back its result.
+
+    A failure is thrown into the plan at the `yield` where it happened, so plans handle
+    errors the same way under both APIs.
+    """
+    value: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            step = plan.throw(error) if error is not None else plan.send(value)
+        except StopIteration as stop:
+            return stop.value
+        value, error = None, None
+        try:
+            value = (await step) if inspect.isawaitable(step) else step
+        except Exception as exc:  # handed to the plan on the next round
+            error = exc
+
+
+# -- the page logic shared by both APIs ----------------------------------------------------
+
+
+@dataclass
+class _Marks:
+    """Counts of page events before an action, to see what the action caused."""
+
+    pages: int
+    blocked: int
+    choosers: int
+
+
+class _WebCore:
+    """State and page logic of a web environment, independent of sync/async playwright."""
+
+    def __init__(
+        self, page: Any, *, allowed_domains: Iterable[str] | None, set_of_marks: bool,
+        allow_file_chooser: bool, stability_timeout: float, rewrite_selects: bool,
+    ) -> None:
+        if stability_timeout < 0:
+            raise ConfigError(f"stability_timeout must be >= 0 seconds, got {stability_timeout}")
+        self.page = page
+        self.context = page.context
+        self.allowed = normalize_allowed_domains(allowed_domains)
+        self.set_of_marks = set_of_marks
+        self.allow_file_chooser = allow_file_chooser
+        self.stability_timeout = stability_timeout
+        self.rewrite_selects = rewrite_selects
+        self.file_chooser: Any = None  # the last file chooser, when allowed
+        self._inflight: dict[Any, dict[Any, float]] = {}
+        self._navigations: dict[Any, int] = {}
+        self._crashed: set[Any] = set()
+        self._new_pages: list[Any] = []
+        self._blocked: list[str] = []
+        self._choosers: list[Any] = []
+        self._listeners: list[tuple[Any, str, Callable[..., Any]]] = []
+        self._attached: set[Any] = set()
+        self._listen(self.context, "page", self._on_new_page)
+        self._attach(page)
+
+    # -- events ------------------------------------------------------------------------
+    def _listen(self, emitter: Any, event: str, handler: Callable[..., Any]) -> None:
+        emitter.on(event, handler)
+        self._listeners.append((emitter, event, handler))
+
+    def _attach(self, page: Any) -> None:
+        if page in self._attached:
+            return
+        self._attached.add(page)
+        inflight = self._inflight.setdefault(page, {})
+
+        def started(request: Any) -> None:
+            inflight[request] = time.monotonic()
+
+        def ended(request: Any) -> None:
+            inflight.pop(request, None)
+
+        def navigated(frame: Any) -> None:
+            if frame == page.main_frame:
+                self._navigations[page] = self._navigations.get(page, 0) + 1
+
+        self._listen(page, "request", started)
+        self._listen(page, "requestfinished", ended)
+        self._listen(page, "requestfailed", ended)
+        self._listen(page, "framenavigated", navigated)
+        def chooser(file_chooser: Any) -> None:
+            self._choosers.append(file_chooser)
+
+        def crashed(crashed_page: Any) -> None:
+            self._crashed.add(crashed_page)
+
+        self._listen(page, "filechooser", chooser)
+        self._listen(page, "crash", crashed)
+
+    def _on_new_page(self, page: Any) -> None:
+        logger.info("new tab or popup opened: %s", page.url)
+        self._new_pages.append(page)
+        self._attach(page)
+
+    def detach(self) -> None:
+        """Remove every listener this environment added (the page stays as it is)."""
+        for emitter, event, handler in self._listeners:
+            try:
+                emitter.remove_listener(event, handler)
+            except Exception:  # the emitter is already gone
+                pass
+        self._listeners.clear()
+
+    def route(self, route: Any, request: Any) -> Plan:
+        """Route handler plan: abort navigations to hosts outside the allow-list."""
+        if request.is_navigation_request() and not url_allowed(request.url, self.allowed):
+            logger.warning("blocked navigation to %s (not in allowed_domains)", request.url)
+            self._blocked.append(request.url)
+            yield route.abort("blockedbyclient")
+        else:
+            yield route.fallback()
+
+    # -- pages -------------------------------------------------------------------------
+    def live_page(self) -> Any:
+        """The current page; falls back to another open tab if it closed itself."""
+        page = self.page
+        if page in self._crashed:
+            raise EnvError("the browser page crashed; create a new WebEnv or reload the page")
+        if page.is_closed():
+            others = [p for p in self._safe_pages() if not p.is_closed()]
+            if not others:
+                raise EnvError(
+                    "the browser page is closed; create a new WebEnv (WebEnv.launch) or wrap "
+                    "a live page"
+                )
+            self.page = others[-1]
+            self._attach(self.page)
+            logger.info("current tab closed; switched to %s", self.page.url)
+        return self.page
+
+    def _safe_pages(self) -> list[Any]:
+        try:
+            return list(self.context.pages)
+        except Exception:
+            return []
+
+    def _busy(self, page: Any) -> bool:
+        now = time.monotonic()
+        return any(now - t < REQUEST_GRACE_S for t in self._inflight.get(page, {}).values())
+
+    def wait_stable(self) -> Plan:
+        """Wait (bounded) for a committed, loaded, quiet, unchanging page; True if reached."""
+        deadline = time.monotonic() + self.stability_timeout
+        while True:
+            page = self.live_page()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            navigations = self._navigations.get(page, 0)
+            try:
+                yield page.wait_for_load_state("domcontentloaded", timeout=remaining * 1000)
+                while self._busy(page) and time.monotonic() < deadline:
+                    yield page.wait_for_timeout(50)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                stable = yield page.evaluate(
+                    page_script("page_stable.js"),
+                    {"quietMs": QUIET_MS, "timeoutMs": remaining * 1000},
+                )
+            except PlaywrightTimeoutError:
+                return False
+            except PlaywrightError as exc:
+                if page.is_closed() or _is_navigation_race(exc):
+                    continue  # a navigation replaced the document; measure the new one
+                raise
+            if self._navigations.get(page, 0) != navigations or self._busy(page):
+                continue
+            return bool(stable)
+
+    # -- observe -----------------------------------------------------------------------
+    def install_scripts(self, page: Any) -> Plan:
+        if not self.rewrite_selects:
+            return
+        for frame in page.frames:
+            try:
+                yield frame.evaluate(page_script("select_dropdowns.js"))
+            except PlaywrightError as exc:
+                if _is_gone(exc) and page.is_closed():
+                    raise
+                logger.debug("could not install select drop-downs in %s: %s", frame.url, exc)
+
+    def capture(self) -> Plan:
+        page = self.live_page()
+        yield from self.install_scripts(page)
+        items = None
+        if self.set_of_marks:
+            items = yield page.evaluate(page_script("set_of_marks.js"), {"minArea": 20})
+        state = yield page.evaluate(page_script("page_state.js"), {"x": None, "y": None})
+        png = yield page.screenshot(type="png")
+        title = yield page.title()
+        css = page.viewport_size or (
+            yield page.evaluate("() => ({width: window.innerWidth, height: window.innerHeight})")
+        )
+        image = Image.open(io.BytesIO(png))
+        image.load()
+        image = image.convert("RGB")
+        scale_x = image.width / css["width"]
+        scale_y = image.height / css["height"]
+        observation = Observation(
+            screenshot=image,
+            mapping=viewport_mapping(image.width, image.height, device_pixel_ratio=scale_x),
+            platform="web", url=page.url, title=title,
+            extra={
+                "focused_is_password": bool(state["focusedIsPassword"]),
+                "device_pixel_ratio": scale_x,
+                "viewport_css": (css["width"], css["height"]),
+                "tabs": len([p for p in self._safe_pages() if not p.is_closed()]),
+            },
+        )
+        if items is not None:
+            elements = elements_from_page(items, scale_x, scale_y)
+            observation.elements = elements
+            observation.elements_text = format_elements_text(elements)
+            observation.marked_screenshot = draw_marks(image, elements, scale_x)
+        return observation
+
+    # -- act ---------------------------------------------------------------------------
+    def act(self, action: BaseAction, resolve: Resolver) -> Plan:
+        """Execute one action, wait for the page to settle, report what happened."""
+        name = action.type
+        if name not in WEB_ACTIONS:
+            raise UnsupportedActionError(
+                f"the web environment cannot execute {name!r} actions; it supports: "
+                + ", ".join(sorted(WEB_ACTIONS))
+            )
+        page = self.live_page()
+        marks = _Marks(len(self._new_pages), len(self._blocked), len(self._choosers))
+        outcome = ActionOutcome(action=action)
+        try:
+            notes = yield from getattr(self, f"_{name}")(page, action, resolve, outcome)
+            notes = [notes] if isinstance(notes, str) else []
+            notes += yield from self._settle(marks)
+        except PlaywrightError as exc:
+            raise translate_error(exc, f"{name!r} action") from exc
+        outcome.detail = "; ".join(n for n in notes if n)
+        return outcome
+
+    def _settle(self, marks: _Marks) -> Plan:
+        notes: list[str] = []
+        if not (yield from self.wait_stable()):
+            notes.append(f"the page was still changing after {self.stability_timeout:g}s")
+        choosers = self._choosers[marks.choosers:]
+        if choosers:
+            if not self.allow_file_chooser:
+                raise ActionRefusedError(
+                    "the action opened a file chooser (an <input type=file>); uploading local "
+                    "files is disabled. Create the WebEnv with allow_file_chooser=True and use "
+                    "env.file_chooser.set_files(...) to allow it"
+                )
+            self.file_chooser = choosers[-1]
+            notes.append("a file chooser opened; it is available as env.file_chooser")
+        blocked = self._blocked[marks.blocked:]
+        for page in [p for p in self._new_pages[marks.pages:] if not p.is_closed()]:
+            if blocked and (page.url in ("", "about:blank") or not url_allowed(page.url, self.allowed)):
+                yield page.close()  # a popup whose navigation was blocked
+                continue
+            self.page = page
+            yield page.bring_to_front()
+            notes.append(f"followed the new tab {page.url}")
+            if not (yield from self.wait_stable()):
+                notes.append("the new tab was still loading")
+        page = self.live_page()
+        if not url_allowed(page.url, self.allowed):
+            # e.g. a server redirect, which route interception does not see
+            yield page.go_back(wait_until="commit")
+            raise ActionRefusedError(
+                f"the page went to {page.url}, which is outside allowed_domains "
+                f"{list(self.allowed or ())}; went back"
+            )
+        if blocked:
+            notes.append(
+                "blocked navigation outside allowed_domains: " + ", ".join(blocked)
+            )
+        return notes
+
+    def _point(self, resolve: Resolver, target: Target, outcome: ActionOutcome) -> tuple[float, float]:
+        x, y = resolve(target)
+        outcome.env_points.append((x, y))
+        return x, y
+
+    def _click(self, page: Any, action: Any, resolve: Resolver, outcome: ActionOutcome) -> Plan:
+        x, y = self._point(resolve, action.target, outcome)
+        yield page.mouse.click(x, y)
+
+    def _double_click(self, page: Any, action: Any, resolve: Resolver, outcome: ActionOutcome) -> Plan:
+        x, y = self._point(resolve, action.target, outcome)
+        yield page.mouse.dblclick(x, y)
+
+    def _right_click(self, page: Any, action: Any, resolve: Resolver, outcome: ActionOutcome) -> Plan:
+        x, y = self._point(resolve, action.target, outcome)
+        yield page.mouse.click(x, y, button="right")
+
+    def _middle_click(self, page: Any, action: Any, resolve: Resolver, outcome: ActionOutcome) -> Plan:
+        x, y = self._point(resolve, action.target, outcome)
+        yield page.mouse.click(x, y, button="middle")
+
+    def _long_press(self, page: Any, action: Any, resolve: Resolver, outcome: ActionOutcome) -> Plan:
+        x, y = self._point(resolve, action.target, outcome)
+        yield page.mouse.move(x, y)
+        yield page.mouse.down()
+        yield page.wait_for_timeout(action.duration * 1000)
+        yield page.mouse.up()
+
+    def _hover(self, page: Any, action: Any, resolve: Resolver, outcome: ActionOutcome) -> Plan:
+        x, y = self._point(resolve, action.target, outcome)
+        yield page.mouse.move(x, y, steps=5)
+
+    def _drag(self, page: Any, action: Any, resolve: Resolver, outcome: ActionOutcome) -> Plan:
+        sx, sy = self._point(resolve, action.start, outcome)
+        ex, ey = self._point(resolve, action.end, outcome)
+        yield page.mouse.move(sx, sy)
+        yield page.mouse.down()
+        yield page.mouse.move(ex, ey, steps=12)  # intermediate moves: drag listeners need them
+        yield page.mouse.up()
+
+    def _type(self, page: Any, action: Any, resolve: Resolver, outcome: ActionOutcome) -> Plan:
+        if action.target is not None:
+            x, y = self._point(resolve, action.target, outcome)
+            state = yield page.evaluate(page_script("page_state.js"), {"x": x, "y": y})
+            if state["targetTag"] == "select":
+                # Typing into a drop-down means choosing the option with that text.
+                chosen = yield page.evaluate(
+                    page_script("page_state.js"), {"x": x, "y": y, "selectLabel": action.text}
+                )
+                if chosen.get("selected") is None:
+                    raise ActionError(
+                        f"the drop-down has no option {action.text!r}; its options are "
+                        f"{chosen.get('options')}"
+                    )
+                return f"selected option {chosen['selected']!r}"
+            yield page.mouse.click(x, y)
+        if action.clear:
+            yield page.keyboard.press("ControlOrMeta+a")
+            yield page.keyboard.press("Backspace")
+        if action.text:
+            # keyboard.type sends real key events for keyboard characters and inserts
+            # anything else (CJK, emoji) as text input, like an IME would.
+            yield page.keyboard.type(action.text)
+        if action.enter:
+            yield page.keyboard.press("Enter")
+        return None
+
+    def _key(self, page: Any, action: Any, resolve: Resolver, outcome: ActionOutcome) -> Plan:
+        yield page.keyboard.press(playwright_key_combo(action.keys))
+
+    def _scroll(self, page: Any, action: Any, resolve: Resolver, outcome: ActionOutcome) -> Plan:
+        if action.target is not None:
+            x, y = self._point(resolve, action.target, outcome)
+        else:
+            size = page.viewport_size or (
+                yield page.evaluate("() => ({width: window.innerWidth, height: window.innerHeight})")
+            )
+            x, y = size["width"] / 2, size["height"] / 2
+            outcome.env_points.append((x, y))
+        dx, dy = wheel_delta(action.direction, action.amount)
+        yield page.mouse.move(x, y)
+        # The wheel event scrolls whatever is scrollable under the pointer, like a real mouse.
+        yield page.mouse.wheel(dx, dy)
+
+    def _goto(self, page: Any, action: Any, resolve: Resolver, outcome: ActionOutcome) -> Plan:
+        url = normalize_url(action.url)
+        if not url_allowed(url, self.allowed):
+            raise ActionRefusedError(
+                f"{url} is outside allowed_domains {list(self.allowed or ())}; not opened"
+            )
+        try:
+            yield page.goto(url, wait_until="commit", timeout=max(1.0, self.stability_timeout) * 1000 * 6)
+        except PlaywrightError as exc:
+            if _is_gone(exc):
+                raise
+            first = str(exc).strip().splitlines()[0]
+            raise ActionError(f"could not open {url}: {first}") from exc
+        return f"opened {url}"
+
+    def _navigate_back(self, page: Any, action: Any, resolve: Resolver, outcome: ActionOutcome) -> Plan:
+        before = page.url
+        response = yield page.go_back(wait_until="commit")
+        if response is None and page.url == before:
+            return "there is no previous page in this tab"
+        return f"went back to {page.url}"
+
+    def _wait(self, page: Any, action: Any, resolve: Resolver, outcome: ActionOutcome) -> Plan:
+        yield page.wait_for_timeout(action.seconds * 1000)
+
+
+def _launch_plan(
+    playwright: Any, *, headless: bool, viewport: tuple[int, int], device_scale_factor: float,
+    executable_path: str | None, browser_args: Iterable[str],
+) -> Plan:
+    if not (viewport[0] > 0 and viewport[1] > 0):
+        raise ConfigError(f"viewport must be positive (width, height), got {viewport}")
+    if not device_scale_factor > 0:
+        raise ConfigError(f"device_scale_factor must be positive, got {device_scale_factor}")
+    executable = executable_path if executable_path is not None else default_executable_path()
+    try:
+        browser = yield playwright.chromium.launch(
+            headless=headless, executable_path=executable,
+            args=[*CHROMIUM_ARGS, *browser_args],
+        )
+    except PlaywrightError as exc:
+        raise EnvError(
+            f"could not start Chromium ({str(exc).strip().splitlines()[0]}); install chromium "
+            "or set $GLMV_CHROMIUM / executable_path to a Chromium binary"
+        ) from exc
+    context = yield browser.new_context(
+        viewport={"width": int(viewport[0]), "height": int(viewport[1])},
+        device_scale_factor=device_scale_factor,
+    )
+    page = yield context.new_page()
+    return browser, context, page
+
+
+# -- the sync environment ----------------------------------------------------------------
+
+
+class WebEnv(Environment):
+    """A browser page driven through playwright's sync API.
+
+    `WebEnv.launch(url)` starts and owns a Chromium (closed by `close()` or `with`);
+    `WebEnv(page)` wraps a live sync `Page` of yours and never closes your browser.
+    With `set_of_marks=True` every observation lists the visible interactive elements,
+    numbered on `observation.marked_screenshot`, for the GLM-V web prompts.
+    """
+
+    platform = "web"
+
+    def __init__(
+        self, page: Any, *, allowed_domains: Iterable[str] | None = None,
+        set_of_marks: bool = False, allow_file_chooser: bool = False,
+        stability_timeout: float = 5.0, rewrite_selects: bool = True,
+        _owned: tuple[Any, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if inspect.iscoroutinefunction(getattr(page, "title", None)):
+            raise ConfigError("this is an async playwright Page; wrap it with AsyncWebEnv")
+        self._core = _WebCore(
+            page, allowed_domains=allowed_domains, set_of_marks=set_of_marks,
+            allow_file_chooser=allow_file_chooser, stability_timeout=stability_timeout,
+            rewrite_selects=rewrite_selects,
+        )
+        self._owned = _owned  # (playwright, browser) when launched by us
+        self._closed = False
+        if self._core.allowed is not None:
+            self._run(self._core.context.route("**/*", self._route), "installing the allow-list")
+
+    @classmethod
+    def launch(
+        cls, url: str | None = None, *, headless: bool = True,
+        viewport: tuple[int, int] = (1280, 720), device_scale_factor: float = 1,
+        executable_path: str | None = None, allowed_domains: Iterable[str] | None = None,
+        set_of_marks: bool = False, allow_file_chooser: bool = False,
+        stability_timeout: float = 5.0, rewrite_selects: bool = True,
+        browser_args: Iterable[str] = (),
+    ) -> WebEnv:
+        """Start Chromium with one page of `viewport` CSS pixels and open `url` if given."""
+        from playwright.sync_api import sync_playwright
+
+        playwright = sync_playwright().start()
+        try:
+            browser, _context, page = drive_sync(_launch_plan(
+                playwright, headless=headless, viewport=viewport,
+                device_scale_factor=device_scale_factor, executable_path=executable_path,
+                browser_args=browser_args,
+            ))
+        except BaseException:
+            playwright.stop()
+            raise
+        env = cls(
+            page, allowed_domains=allowed_domains, set_of_marks=set_of_marks,
+            allow_file_chooser=allow_file_chooser, stability_timeout=stability_timeout,
+            rewrite_selects=rewrite_selects, _owned=(playwright, browser),
+        )
+        if url is not None:
+            from ..actions import Goto
+
+            try:
+                env.execute(Goto(url=url))
+            except BaseException:
+                env.close()
+                raise
+        return env
+
+    # -- properties --------------------------------------------------------------------
+    @property
+    def page(self) -> Any:
+        """The page actions go to (the newest tab after a popup opened)."""
+        return self._core.live_page()
+
+    @property
+    def context(self) -> Any:
+        return self._core.context
+
+    @property
+    def file_chooser(self) -> Any:
+        """The last file chooser an action opened (only with allow_file_chooser=True)."""
+        return self._core.file_chooser
+
+    # -- plumbing ----------------------------------------------------------------------
+    def _route(self, route: Any, request: Any) -> None:
+        drive_sync(self._core.route(route, request))
+
+    def _run(self, plan_or_value: Any, what: str) -> Any:
+        if self._closed:
+            raise EnvError("this WebEnv is closed; create a new one")
+        try:
+            if inspect.isgenerator(plan_or_value):
+                return drive_sync(plan_or_value)
+            return plan_or_value
+        except PlaywrightError as exc:
+            raise translate_error(exc, what) from exc
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._core.detach()
+        if self._owned is None:
+            if self._core.allowed is not None:
+                try:
+                    self._core.context.unroute("**/*", self._route)
+                except Exception:  # the user's context may already be closed
+                    pass
+            return
+        playwright, browser = self._owned
+        for step in (self._core.context.close, browser.close, playwright.stop):
+            try:
+                step()
+            except Exception as exc:  # closing what is already gone is fine
+                logger.debug("while closing the browser: %s", exc)
+
+    # -- Environment -------------------------------------------------------------------
+    def _capture(self) -> Observation:
+        return self._run(self._core.capture(), "taking a screenshot")
+
+    def _act(self, action: BaseAction, observation: Observation) -> ActionOutcome:
+        return self._run(
+            self._core.act(action, lambda target: self.resolve(target, observation)),
+            f"{action.type!r} action",
+        )
+
+    def wait_until_stable(self) -> bool:
+        """Wait (at most `stability_timeout`) until the page stops changing."""
+        return self._run(self._core.wait_stable(), "waiting for the page")
+
+    _do_click = _do_double_click = _do_right_click = _do_middle_click = _act
+    _do_long_press = _do_hover = _do_drag = _do_type = _do_key = _do_scroll = _act
+    _do_goto = _do_navigate_back = _do_wait = _act
+
+
+def __getattr__(name: str) -> Any:
+    # The async twin lives in its own module; imported on first use.
+    if name == "AsyncWebEnv":
+        from ._web_async import AsyncWebEnv
+
+        return AsyncWebEnv
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
