@@ -54,9 +54,11 @@ TakeOverCallback = Callable[[str], None]
 
 # Consecutive refused / denied / failed actions before the run ends as "refused".
 MAX_CONSECUTIVE_FAILURES = 3
-# Mean absolute difference (0-255) of 32x32 grayscale thumbnails below which two screens
-# count as unchanged; absorbs a blinking caret or clock second.
-SAME_SCREEN_TOLERANCE = 2.0
+# Two screens count as unchanged when no cell of their 64x64 grayscale thumbnails differs
+# by more than this (0-255): JPEG-like noise is ignored, but a toggled checkbox is not
+# averaged away. Erring towards "changed" only delays loop detection; erring the other way
+# would stop a run that was making progress.
+SAME_SCREEN_TOLERANCE = 10
 FINISHED_STATUSES = frozenset({"success", "answered", "infeasible"})
 
 
@@ -639,13 +641,13 @@ class Agent:
 
 
 def screen_thumbnail(image: Image.Image) -> np.ndarray:
-    """A 32x32 grayscale thumbnail, enough to tell whether the screen changed."""
-    return np.asarray(image.convert("L").resize((32, 32), Image.Resampling.BILINEAR),
+    """A 64x64 grayscale thumbnail, enough to tell whether the screen changed."""
+    return np.asarray(image.convert("L").resize((64, 64), Image.Resampling.BOX),
                       dtype=np.int16)
 
 
 def same_screen(a: np.ndarray, b: np.ndarray) -> bool:
-    return float(np.abs(a - b).mean()) <= SAME_SCREEN_TOLERANCE
+    return int(np.abs(a - b).max()) <= SAME_SCREEN_TOLERANCE
 
 
 def _call_with_timeout(fn: Callable[[], str], timeout: float) -> str:

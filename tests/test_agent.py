@@ -1,0 +1,365 @@
+"""The agent loop end to end: ReplayBackend answers, FormEnv (tests/scripted_env.py) acts.
+
+FormEnv is a real Environment with real state; the backend replays scripted answers, which
+stands in for a model we cannot run here (9B weights, no GPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+
+from glmv_agent.actions import Click, Target
+from glmv_agent.agent import Agent
+from glmv_agent.backends.base import Backend
+from glmv_agent.backends.replay import ReplayBackend
+from glmv_agent.errors import ConfigError
+from glmv_agent.messages import Message
+
+from scripted_env import FormEnv, JsonDialect, answer, click, norm
+
+DONE = answer({"type": "done", "success": True, "message": "all good"})
+
+
+def make_agent(responses: list[str], env: FormEnv, tmp_path: Path, **kw) -> Agent:
+    kw.setdefault("settle_time", 0)
+    return Agent(ReplayBackend(responses), env, dialect=JsonDialect("pc"),
+                 trace_dir=tmp_path / "trace", **kw)
+
+
+def prompt_text(messages: list[Message]) -> str:
+    out = []
+    for m in messages:
+        c = m["content"]
+        out += [c] if isinstance(c, str) else [p["text"] for p in c if p.get("type") == "text"]
+    return "\n".join(out)
+
+
+def test_happy_path_hidpi_negative_offset(tmp_path: Path) -> None:
+    env = FormEnv(scale=1.5, left=-400, top=-50)
+    agent = make_agent([click("plus"), click("plus"), DONE], env, tmp_path)
+    result = agent.run("press plus twice")
+    assert result.status == "success" and result.answer == "all good"
+    assert env.state.counter == 2
+    assert [r.outcome for r in result.steps] == ["executed", "executed", "terminal"]
+    # Landed on the widget centre in virtual-desktop logical units.
+    (x, y), = result.steps[0].env_points
+    assert x == pytest.approx(-400 + 70, abs=1) and y == pytest.approx(-50 + 40, abs=1)
+    assert (tmp_path / "trace" / "step-0003.png").is_file()
+    assert result.trace_dir == str(tmp_path / "trace")
+    assert len(result.timings["steps"]) == 3 and result.timings["model"] >= 0
+    # The history reached the model: the third prompt lists the two clicks.
+    third = prompt_text(agent.backend.messages[2])
+    assert third.count('"type": "click"') == 2
+
+
+def test_parse_retry_then_success(tmp_path: Path) -> None:
+    env = FormEnv()
+    agent = make_agent(["I think I should click", "still no action", click("plus"), DONE],
+                       env, tmp_path)
+    result = agent.run("press plus")
+    first = result.steps[0]
+    assert first.outcome == "executed" and first.retries == 2
+    assert [a.response for a in first.attempts] == ["I think I should click", "still no action"]
+    assert "ACTION" in first.attempts[0].expected
+    # The re-ask carried the bad answer and what was expected.
+    retry = agent.backend.messages[1]
+    assert retry[-2] == {"role": "assistant", "content": "I think I should click"}
+    assert "ACTION {json action}" in prompt_text(retry)
+    assert env.state.counter == 1 and result.status == "success"
+
+
+def test_parse_failure_ends_without_executing(tmp_path: Path) -> None:
+    env = FormEnv()
+    agent = make_agent(["nope", "nope", "nope", click("plus")], env, tmp_path,
+                       max_parse_retries=2)
+    result = agent.run("press plus")
+    assert result.status == "error" and "unparseable" in (result.error or "")
+    assert result.steps[0].outcome == "parse_error" and len(result.steps[0].attempts) == 3
+    assert env.executed == [] and agent.backend.remaining == 1
+
+
+def test_loop_detection_nudges_then_stops(tmp_path: Path) -> None:
+    env = FormEnv()
+    agent = make_agent([click("dead")] * 5, env, tmp_path, loop_limit=3)
+    result = agent.run("do something")
+    assert [r.outcome for r in result.steps] == ["executed", "executed", "loop_nudge", "stopped"]
+    assert result.status == "loop"
+    assert len(env.executed) == 2  # the repeats after the limit were never executed
+    assert "same action" in prompt_text(agent.backend.messages[3])
+    assert "same action" not in prompt_text(agent.backend.messages[2])
+
+
+def test_loop_counter_resets_when_screen_changes(tmp_path: Path) -> None:
+    env = FormEnv()
+    # "plus" changes the screen each time, so repeating it is progress, not a loop.
+    agent = make_agent([click("plus")] * 5 + [DONE], env, tmp_path, loop_limit=2)
+    assert agent.run("press plus five times").status == "success"
+    assert env.state.counter == 5
+
+
+def test_confirm_deny_then_allow(tmp_path: Path) -> None:
+    env = FormEnv()
+    asked: list[tuple[str, str | None]] = []
+    answers = iter([False, True])
+
+    def confirm(action, step) -> bool:
+        asked.append((action.type, step.thinking))
+        return next(answers)
+
+    delete = click("delete", think="I will delete all items now")
+    agent = make_agent([delete, delete, DONE], env, tmp_path, confirm=confirm)
+    result = agent.run("clear the list")
+    assert [r.outcome for r in result.steps] == ["denied", "executed", "terminal"]
+    assert result.steps[0].sensitive and "deletion" in result.steps[0].sensitive
+    assert result.steps[0].confirmed is False and result.steps[1].confirmed is True
+    assert len(asked) == 2 and env.state.deleted
+    assert "did not allow" in prompt_text(agent.backend.messages[1])
+
+
+def test_chinese_keywords_and_model_flag_need_confirmation(tmp_path: Path) -> None:
+    env = FormEnv()
+    asked: list[str] = []
+    flagged = answer({"type": "click", "sensitive": True,
+                      "target": {"point": dict(zip("xy", norm("plus")))}})
+    agent = make_agent([click("delete", think="点击删除按钮"), flagged, DONE], env, tmp_path,
+                       confirm=lambda a, s: asked.append(a.type) or False, loop_limit=None)
+    result = agent.run("清空列表")
+    assert asked == ["click", "click"]
+    assert "删除" in (result.steps[0].sensitive or "")
+    assert "flagged" in (result.steps[1].sensitive or "")
+    assert env.executed == []
+
+
+def test_secrets_password_field_and_masking(tmp_path: Path, caplog) -> None:
+    env = FormEnv()
+    confirmed: list[str] = []
+    typed = answer({"type": "type", "text": "{{password}}"}, think="type the password")
+    agent = make_agent([click("password"), typed, DONE], env, tmp_path,
+                       secrets={"password": "hunter2"},
+                       confirm=lambda a, s: confirmed.append(a.text) or True)
+    with caplog.at_level(logging.INFO, logger="glmv_agent"):
+        # The user leaked the secret into the task; it must still never reach the model.
+        result = agent.run("log in; the password hunter2 goes in the password field")
+    assert result.status == "success"
+    assert env.state.password == "hunter2"  # the real value was typed
+    assert confirmed == ["{{password}}"]  # the callback sees the placeholder only
+    assert result.steps[1].sensitive == "typing into a password field"
+    for messages in agent.backend.messages:
+        text = prompt_text(messages)
+        assert "hunter2" not in text and "***" in text and "{{password}}" in text
+    for path in (tmp_path / "trace").iterdir():
+        if path.suffix != ".png":
+            assert b"hunter2" not in path.read_bytes(), path.name
+    assert "hunter2" not in caplog.text and "***" in caplog.text
+
+
+def test_take_over_calls_back_and_continues(tmp_path: Path) -> None:
+    env = FormEnv()
+    messages: list[str] = []
+
+    def human(msg: str) -> None:  # the "human" logs in, then hands back
+        messages.append(msg)
+        env.state.name = "bob"
+
+    agent = make_agent([answer({"type": "take_over", "message": "please log in"}), DONE],
+                       env, tmp_path, on_take_over=human)
+    result = agent.run("log in")
+    assert messages == ["please log in"] and env.state.name == "bob"
+    assert [r.outcome for r in result.steps] == ["take_over", "terminal"]
+    assert result.status == "success"
+
+
+def test_take_over_without_callback_stops(tmp_path: Path) -> None:
+    agent = make_agent([answer({"type": "take_over", "message": "captcha"})], FormEnv(),
+                       tmp_path)
+    result = agent.run("log in")
+    assert result.status == "stopped" and result.answer == "captcha"
+
+
+def test_dry_run_records_without_executing(tmp_path: Path) -> None:
+    env = FormEnv(scale=2.0)
+    agent = make_agent([click("plus"), click("delete", think="delete"), DONE], env, tmp_path,
+                       dry_run=True, confirm=lambda a, s: pytest.fail("no confirm in dry run"))
+    result = agent.run("look around")
+    assert [r.outcome for r in result.steps] == ["dry_run", "dry_run", "terminal"]
+    assert env.executed == [] and env.state.counter == 0
+    assert result.steps[0].env_points[0] == pytest.approx((70.25, 40.25))
+
+
+def test_answer_and_infeasible(tmp_path: Path) -> None:
+    r = make_agent([answer({"type": "answer", "text": "42"})], FormEnv(), tmp_path).run("q")
+    assert (r.status, r.answer) == ("answered", "42")
+    r = make_agent([answer({"type": "done", "success": False, "message": "no way"})],
+                   FormEnv(), tmp_path / "b").run("q")
+    assert (r.status, r.answer) == ("infeasible", "no way")
+
+
+def test_max_steps(tmp_path: Path) -> None:
+    env = FormEnv()
+    result = make_agent([click("plus")] * 5, env, tmp_path, max_steps=3).run("press forever")
+    assert result.status == "max_steps" and len(result.steps) == 3 and env.state.counter == 3
+
+
+def test_policy_refusals_end_the_run(tmp_path: Path) -> None:
+    env = FormEnv()  # FormEnv has no goto and no element labels
+    goto = answer({"type": "goto", "url": "https://example.com"})
+    element = answer({"type": "click", "target": {"element": 4}})
+    agent = make_agent([goto, element, goto], env, tmp_path, loop_limit=None)
+    result = agent.run("browse")
+    assert [r.outcome for r in result.steps] == ["refused"] * 3
+    assert result.status == "refused" and env.executed == []
+    assert "cannot execute 'goto'" in prompt_text(agent.backend.messages[1])
+    assert "label [4]" in result.steps[1].detail
+
+
+def test_action_error_from_env_is_told_to_model(tmp_path: Path) -> None:
+    env = FormEnv()
+    typed = answer({"type": "type", "text": "bob"})
+    agent = make_agent([typed, click("name"), typed, DONE], env, tmp_path)
+    result = agent.run("enter name")
+    assert [r.outcome for r in result.steps] == ["action_error", "executed", "executed",
+                                                 "terminal"]
+    assert "click a field first" in prompt_text(agent.backend.messages[1])
+    assert env.state.name == "bob"
+
+
+class BlockingBackend(Backend):
+    """A backend whose server never answers (until released)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def complete(self, messages, **params) -> str:
+        self.release.wait(30)
+        return click("plus")
+
+
+def test_model_timeout(tmp_path: Path) -> None:
+    backend = BlockingBackend()
+    agent = Agent(backend, FormEnv(), dialect=JsonDialect("pc"), trace_dir=tmp_path / "t",
+                  model_timeout=0.2)
+    try:
+        result = agent.run("press plus")
+    finally:
+        backend.release.set()
+    assert result.status == "error" and "did not answer within" in (result.error or "")
+    assert result.steps[0].outcome == "error"
+
+
+def test_stop_from_another_thread_between_steps(tmp_path: Path) -> None:
+    env = FormEnv()
+    agent = make_agent([click("plus")] * 10, env, tmp_path)
+    seen = []
+    for record in agent.iter_run("press plus"):
+        seen.append(record.outcome)
+        if len(seen) == 2:
+            t = threading.Thread(target=agent.stop)
+            t.start()
+            t.join()
+    assert agent.result is not None and agent.result.status == "stopped"
+    assert seen == ["executed", "executed"] and env.state.counter == 2
+
+
+def test_pause_then_stop_while_paused(tmp_path: Path) -> None:
+    env = FormEnv()
+    agent: Agent
+
+    def human(msg: str) -> None:
+        agent.pause()
+        threading.Thread(target=agent.stop).start()
+
+    agent = make_agent([answer({"type": "take_over"}), click("plus"), DONE], env, tmp_path,
+                       on_take_over=human)
+    result = agent.run("x")
+    assert result.status == "stopped" and env.state.counter == 0
+
+
+def test_pause_then_resume(tmp_path: Path) -> None:
+    env = FormEnv()
+    agent: Agent
+
+    def human(msg: str) -> None:
+        agent.pause()
+        threading.Thread(target=agent.resume).start()
+
+    agent = make_agent([answer({"type": "take_over"}), click("plus"), DONE], env, tmp_path,
+                       on_take_over=human)
+    result = agent.run("x")
+    assert result.status == "success" and env.state.counter == 1
+
+
+def test_step_by_step_api(tmp_path: Path) -> None:
+    env = FormEnv()
+    agent = make_agent([click("plus"), DONE], env, tmp_path)
+    with pytest.raises(ConfigError, match="start"):
+        agent.step()
+    agent.start("press plus")
+    assert agent.step().outcome == "executed" and not agent.finished
+    assert len(agent.history) == 1
+    assert agent.step().outcome == "terminal" and agent.finished
+    with pytest.raises(ConfigError, match="already ended"):
+        agent.step()
+    assert agent.result is not None and agent.result.status == "success"
+
+
+def test_resume_after_backend_failure(tmp_path: Path) -> None:
+    env = FormEnv()
+    first = make_agent([click("plus"), click("plus")], env, tmp_path)
+    result = first.run("press plus three times")
+    assert result.status == "error" and "no responses left" in (result.error or "")
+    second = Agent(ReplayBackend([click("plus"), DONE]), env, dialect=JsonDialect("pc"),
+                   settle_time=0)
+    resumed = second.resume_run(tmp_path / "trace")
+    assert resumed.status == "success" and env.state.counter == 3
+    assert [r.index for r in resumed.steps] == [1, 2, 3, 4, 5]
+    # History was rebuilt from the trace: the first resumed prompt lists both old clicks.
+    assert prompt_text(second.backend.messages[0]).count('"type": "click"') == 2
+    assert second.backend.messages[0][1]["content"][0]["type"] == "image"
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        second.resume_run(tmp_path / "trace")
+
+
+def test_bad_configuration(tmp_path: Path) -> None:
+    env = FormEnv()
+    with pytest.raises(ConfigError, match="model_name"):
+        Agent("http://127.0.0.1:9/v1", env, dialect=JsonDialect("pc"))
+    with pytest.raises(ConfigError, match="not an http"):
+        Agent(str(tmp_path / "missing"), env, dialect=JsonDialect("pc"))
+    with pytest.raises(ConfigError, match="unknown Agent option"):
+        Agent(ReplayBackend([]), env, dialect=JsonDialect("pc"), temprature=0.1)
+    with pytest.raises(ConfigError, match="max_steps"):
+        Agent(ReplayBackend([]), env, dialect=JsonDialect("pc"), max_steps=0)
+    agent = make_agent([], env, tmp_path)
+    with pytest.raises(ConfigError, match="task"):
+        agent.run("  ")
+    make_agent([DONE], env, tmp_path).run("first")
+    with pytest.raises(ConfigError, match="already holds a trace"):
+        make_agent([DONE], env, tmp_path).run("second")
+
+
+def test_generation_params_reach_backend(tmp_path: Path) -> None:
+    agent = make_agent([DONE], FormEnv(), tmp_path, temperature=0.1, max_new_tokens=64)
+    agent.run("x")
+    params = agent.backend.calls[0][1]
+    assert params["temperature"] == 0.1 and params["max_new_tokens"] == 64
+
+
+def test_real_glm41v_pc_dialect(tmp_path: Path) -> None:
+    """The loop with the real GLM-4.1V PC prompt and parser (0-1000 point grid)."""
+    from glmv_agent.dialects.glm41v import GLM41VDialect
+
+    env = FormEnv(scale=2.0)
+    x, y = (round(v * 1000) for v in norm("plus"))
+    reply = (f"<think>The plus button is at the top left.</think><answer>Click plus.\n"
+             f"left_click(start_box='[{x},{y}]', element_info='plus')\nMemory: []</answer>")
+    done = "<think>Done.</think><answer>The task is complete.\nDONE()\nMemory: []</answer>"
+    agent = Agent(ReplayBackend(["no action here", reply, reply, done]), env,
+                  dialect=GLM41VDialect("pc"), settle_time=0, trace_dir=tmp_path / "t")
+    result = agent.run("press plus twice")
+    assert result.status == "success" and env.state.counter == 2
+    assert result.steps[0].retries == 1
+    assert "History actions" in prompt_text(agent.backend.messages[-1])
