@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from glmv_agent.errors import ConfigError
 from glmv_agent.glm4v.generation import (
-    GenerationConfig, IncrementalDecoder, StopStringMatcher, ThinkingBudget, apply_repetition_penalty,
+    GenerationConfig, StopStringMatcher, ThinkingBudget, apply_repetition_penalty,
     apply_temperature, apply_top_k, apply_top_p, process_logits, select_tokens,
 )
 
@@ -132,30 +131,6 @@ def test_earliest_of_several_stop_strings_wins():
     m = StopStringMatcher(["bb", "abc"])
     assert _feed_all(m, ["xxa", "bcbb"]) == "xx"
     assert m.matched == "abc"
-
-
-# ----------------------------------------------------------------------------- incremental text
-
-
-@pytest.fixture(scope="module")
-def byte_bpe() -> Tokenizer:
-    """A real byte-level BPE tokenizer (the family GLM's tokenizer belongs to), trained here."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    corpus = ["hello world, the quick brown fox", "héllo wörld ünïcödé", "点击 按钮 确认", "emoji 🙂 🚀"] * 20
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return tok
-
-
-def test_incremental_decoder_never_splits_characters(byte_bpe):
-    text = "点击 🚀 héllo 按钮, done"
-    ids = byte_bpe.encode(text).ids
-    assert len(ids) > len(text) // 2  # multi-byte chars are spread over several tokens
-    dec = IncrementalDecoder(lambda ids, **_: byte_bpe.decode(ids))
-    deltas = [dec.push(i) for i in ids] + [dec.flush()]
-    assert all("\ufffd" not in d for d in deltas)
-    assert "".join(deltas) == text == byte_bpe.decode(ids)
 
 
 # ----------------------------------------------------------------------------- thinking budget

@@ -208,34 +208,13 @@ class ThinkingBudget:
 # ----------------------------------------------------------------------------- text layer
 
 
-class IncrementalDecoder:
-    """Turns a growing list of token ids into text deltas without splitting a character.
+class TextDecoder(Protocol):
+    """Incremental detokenizer (the tokenizer's StreamDecoder): `push(id)` returns new text,
+    never splitting a character; `flush()` returns whatever was held back."""
 
-    Decodes a short window (from the previous emission point) instead of the whole
-    sequence, and holds text back while it ends in an incomplete UTF-8 sequence ("\ufffd").
-    """
+    def push(self, token_id: int) -> str: ...
 
-    def __init__(self, decode: Callable[[list[int]], str]) -> None:
-        self._decode = decode
-        self.ids: list[int] = []
-        self._prefix = 0  # window start
-        self._read = 0  # everything before this was emitted
-
-    def push(self, token_id: int) -> str:
-        self.ids.append(int(token_id))
-        prefix_text = self._decode(self.ids[self._prefix:self._read])
-        new_text = self._decode(self.ids[self._prefix:])
-        if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
-            self._prefix, self._read = self._read, len(self.ids)
-            return new_text[len(prefix_text):]
-        return ""
-
-    def flush(self) -> str:
-        """Whatever is still held back (an incomplete character becomes U+FFFD)."""
-        prefix_text = self._decode(self.ids[self._prefix:self._read])
-        new_text = self._decode(self.ids[self._prefix:])
-        self._prefix = self._read = len(self.ids)
-        return new_text[len(prefix_text):]
+    def flush(self) -> str: ...
 
 
 class StopStringMatcher:
@@ -448,8 +427,8 @@ def decode_n_tokens(
 class _RowText:
     """Text state of one sequence: detokenizer + stop-string matcher."""
 
-    def __init__(self, decode: Callable[[list[int]], str], stop_strings: Sequence[str], eos: set[int]) -> None:
-        self.decoder = IncrementalDecoder(decode)
+    def __init__(self, decoder: TextDecoder, stop_strings: Sequence[str], eos: set[int]) -> None:
+        self.decoder = decoder
         self.matcher = StopStringMatcher(stop_strings)
         self.eos = eos
         self.token_ids: list[int] = []
@@ -480,14 +459,9 @@ class _RowText:
         return text
 
 
-def _decoder_for(decode: Callable[..., str], config: GenerationConfig) -> Callable[[list[int]], str]:
-    skip = not config.keep_special_tokens
-    return lambda ids: decode(ids, skip_special_tokens=skip)
-
-
 def generate(
     model: GenerationModel,
-    decode: Callable[..., str],
+    new_decoder: Callable[[bool], TextDecoder],
     inputs: dict[str, Any],
     config: GenerationConfig,
     *,
@@ -498,13 +472,15 @@ def generate(
 ) -> list[GenerationResult]:
     """Generate for every row of `inputs`; one GenerationResult per row.
 
-    `decode(ids, skip_special_tokens=...)` turns ids into text (the processor's decode).
+    `new_decoder(skip_special_tokens)` makes a fresh incremental detokenizer (e.g.
+    `tokenizer.stream_decoder`).
     `on_text(row, delta)` is called with each new piece of visible text.
     The returned text excludes the eos token and anything from a stop string on.
     """
     batch = inputs["input_ids"].shape[0]
     eos = set(config.eos_token_ids)
-    rows = [_RowText(_decoder_for(decode, config), config.stop_strings, eos) for _ in range(batch)]
+    skip = not config.keep_special_tokens
+    rows = [_RowText(new_decoder(skip), config.stop_strings, eos) for _ in range(batch)]
     stream = TokenStream(batch)
     tokens_iter = decode_n_tokens(
         model, inputs, config, think_ids=think_ids, pad_token_id=pad_token_id, stream=stream, step_fn=step_fn
@@ -545,7 +521,7 @@ def generate(
 
 def stream_generate(
     model: GenerationModel,
-    decode: Callable[..., str],
+    new_decoder: Callable[[bool], TextDecoder],
     inputs: dict[str, Any],
     config: GenerationConfig,
     *,
@@ -561,7 +537,7 @@ def stream_generate(
     """
     if inputs["input_ids"].shape[0] != 1:
         raise InputError("streaming supports one prompt at a time; use generate() for batches")
-    state = _RowText(_decoder_for(decode, config), config.stop_strings, set(config.eos_token_ids))
+    state = _RowText(new_decoder(not config.keep_special_tokens), config.stop_strings, set(config.eos_token_ids))
     stream = TokenStream(1)
     tokens_iter = decode_n_tokens(model, inputs, config, think_ids=think_ids, stream=stream, step_fn=step_fn)
     try:
