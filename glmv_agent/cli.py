@@ -1,0 +1,411 @@
+"""The `glmv-agent` command line: run | serve | assistant | report | doctor | demo.
+
+Exit codes: 0 the task succeeded (or the command did its job), 1 the task ended without
+success (infeasible, max steps, loop, stopped, refused), 2 bad usage or configuration,
+3 an environment or backend failure, 130 interrupted by Ctrl+C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import webbrowser
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .errors import BackendError, ConfigError, EnvError, GlmvAgentError, InputError
+
+EXIT_OK, EXIT_UNFINISHED, EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+FAMILIES = ("glm-4.1v", "glm-4.5v", "glm-4.6v", "autoglm-phone")
+
+
+def _out(text: str = "") -> None:
+    """The CLI's user-facing output (the library itself only logs)."""
+    print(text, flush=True)
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def _add_model_args(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", required=required, metavar="PATH|URL",
+                       help="checkpoint directory (in-process engine), an OpenAI-compatible "
+                            "base URL (with --model-name), or a replay .json/.jsonl file")
+    group.add_argument("--base-url", metavar="URL",
+                       help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    group.add_argument("--model-name", metavar="NAME",
+                       help="model name on the server (required with --base-url)")
+    group.add_argument("--api-key", metavar="KEY",
+                       help="API key for --base-url (default: $GLMV_API_KEY or $OPENAI_API_KEY)")
+    group.add_argument("--device", default="auto", help="local engine device: auto, cpu, cuda")
+    group.add_argument("--dtype", default=None,
+                       help="local engine dtype: bfloat16 (GPU default), float32 (CPU default)")
+
+
+def _add_agent_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("agent")
+    group.add_argument("--family", default="glm-4.1v", choices=FAMILIES,
+                       help="model family whose prompt format to use (default: %(default)s)")
+    group.add_argument("--max-steps", type=int, default=30, help="default: %(default)s")
+    group.add_argument("--dry-run", action="store_true",
+                       help="plan and record actions without executing them")
+    group.add_argument("--confirm", choices=("ask", "allow", "deny"), default="ask",
+                       help="sensitive actions: ask on the terminal (default; denied when "
+                            "there is no terminal), always allow, or always deny")
+    group.add_argument("--trace-dir", type=Path, help="where to write the trace "
+                       "(default: traces/<time>-<task>)")
+    group.add_argument("--show-thinking", action="store_true",
+                       help="print the model's thinking after each step")
+    group.add_argument("--max-new-tokens", type=int, default=None)
+    group.add_argument("--temperature", type=float, default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="glmv-agent",
+        description="Let GLM-V models operate a web page, a desktop or an Android phone.",
+    )
+    parser.add_argument("--version", action="version", version=f"glmv-agent {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="run one task", description="Run one task to completion.")
+    run.add_argument("task", help="what the agent should do, in natural language")
+    run.add_argument("--env", choices=("web", "desktop", "android"), required=True)
+    run.add_argument("--url", help="web: the page to start on")
+    run.add_argument("--headed", action="store_true", help="web: show the browser window")
+    run.add_argument("--viewport", default="1280x720", help="web: WxH (default: %(default)s)")
+    run.add_argument("--set-of-marks", action="store_true",
+                     help="web: label interactive elements (GLM-4.1V web prompt)")
+    run.add_argument("--allowed-domain", action="append", default=None, metavar="DOMAIN",
+                     help="web: only allow these domains (repeatable)")
+    run.add_argument("--monitor", type=int, default=1, help="desktop: mss monitor index (1 = primary)")
+    run.add_argument("--serial", help="android: device serial (see `adb devices`)")
+    run.add_argument("--report", action="store_true", help="write report.html into the trace")
+    _add_model_args(run)
+    _add_agent_args(run)
+    run.set_defaults(handler=cmd_run)
+
+    serve = sub.add_parser("serve", help="OpenAI-compatible server over the local engine",
+                           description="Serve a local GLM-4.1V checkpoint over an "
+                                       "OpenAI-compatible HTTP API.")
+    serve.add_argument("--model", required=True, metavar="PATH", help="checkpoint directory")
+    serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+    serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    serve.add_argument("--model-name", default=None,
+                       help="name clients use (default: the checkpoint folder name)")
+    serve.add_argument("--device", default="auto")
+    serve.add_argument("--dtype", default=None)
+    serve.add_argument("--max-queue", type=int, default=8,
+                       help="requests allowed to wait before answering 503 (default: %(default)s)")
+    serve.set_defaults(handler=cmd_serve)
+
+    assistant = sub.add_parser(
+        "assistant", help="desktop assistant: take tasks one after another",
+        description="A long-running desktop assistant: type a task (or a question about the "
+                    "screen, starting with '?'), watch each action announced and marked on "
+                    "screen before it happens, confirm sensitive ones. Ctrl+C stops the "
+                    "current task; 'quit' exits.",
+    )
+    assistant.add_argument("--monitor", type=int, default=1)
+    assistant.add_argument("--no-marker", action="store_true",
+                           help="don't flash a marker at the target before acting")
+    assistant.add_argument("--announce-delay", type=float, default=1.0,
+                           help="seconds between announcing an action and doing it")
+    _add_model_args(assistant)
+    _add_agent_args(assistant)
+    assistant.set_defaults(handler=cmd_assistant)
+
+    report = sub.add_parser("report", help="render a trace as a self-contained HTML report")
+    report.add_argument("trace_dir", type=Path, metavar="TRACE_DIR")
+    report.add_argument("-o", "--output", type=Path, help="default: TRACE_DIR/report.html")
+    report.add_argument("--open", action="store_true", help="open it in the browser")
+    report.set_defaults(handler=cmd_report)
+
+    doctor = sub.add_parser("doctor", help="check this machine and say what to fix")
+    doctor.add_argument("--model", metavar="PATH", help="also check this checkpoint loads")
+    doctor.add_argument("--base-url", metavar="URL", help="also check this server answers")
+    doctor.add_argument("--load", action="store_true", help="load the weights fully (slow)")
+    doctor.set_defaults(handler=cmd_doctor)
+
+    demo = sub.add_parser(
+        "demo", help="watch the whole loop on a bundled web app",
+        description="Run the agent on a small bundled web app in a real headless browser. "
+                    "Without --model/--base-url it replays recorded model answers (clearly "
+                    "labelled as such), so you see the loop and its report in one command.",
+    )
+    demo.add_argument("--headed", action="store_true")
+    demo.add_argument("--trace-dir", type=Path)
+    _add_model_args(demo)
+    demo.add_argument("--family", default="glm-4.1v", choices=FAMILIES)
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def resolve_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """(model argument for Agent, extra Agent kwargs) from --model / --base-url."""
+    if args.base_url:
+        if not args.model_name:
+            raise ConfigError("--base-url needs --model-name (the name the server serves)")
+        options: dict[str, Any] = {}
+        if args.api_key:
+            options["api_key"] = args.api_key
+        return args.base_url, {"model_name": args.model_name, "backend_options": options}
+    if not args.model:
+        raise ConfigError(
+            "no model given: pass --model PATH (a checkpoint, see model/README.md) or "
+            "--base-url URL --model-name NAME (an OpenAI-compatible server)"
+        )
+    if str(args.model).startswith(("http://", "https://")):
+        if not args.model_name:
+            raise ConfigError("a model URL needs --model-name (the name the server serves)")
+        return args.model, {"model_name": args.model_name}
+    path = Path(args.model)
+    if path.is_dir():
+        return path, {"backend_options": {"device": args.device, "dtype": args.dtype}}
+    return path, {}
+
+
+def make_confirm(policy: str) -> Callable[..., bool]:
+    def confirm(action: Any, step: Any) -> bool:
+        if policy == "allow":
+            return True
+        if policy == "deny" or not sys.stdin.isatty():
+            _out(f"  ! sensitive action denied ({policy}): {_describe(action)}")
+            return False
+        reason = getattr(action, "reason", None) or "sensitive action"
+        answer = input(f"  ? {reason}: {_describe(action)} -- allow? [y/N] ")
+        return answer.strip().lower() in ("y", "yes")
+    return confirm
+
+
+def take_over_prompt(message: str) -> None:
+    _out(f"  >> The model asks you to take over: {message}")
+    if sys.stdin.isatty():
+        input("     Press Enter when done... ")
+
+
+def _describe(action: Any) -> str:
+    from .report import describe_action
+
+    return describe_action(action.to_dict())
+
+
+def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if getattr(args, "max_new_tokens", None):
+        kwargs["max_new_tokens"] = args.max_new_tokens
+    if getattr(args, "temperature", None) is not None:
+        kwargs["temperature"] = args.temperature
+    return kwargs
+
+
+def print_record(record: Any, show_thinking: bool) -> None:
+    action = _describe_dict(record.action) if record.action else "(no action)"
+    total = record.timings.get("total", 0.0)
+    _out(f"step {record.index:>3}  {action}  [{record.outcome}] {total:.1f}s"
+         + (f"  {record.detail}" if record.detail else ""))
+    if show_thinking and record.step and record.step.get("thinking"):
+        for line in record.step["thinking"].strip().splitlines():
+            _out(f"        | {line}")
+
+
+def _describe_dict(action: dict[str, Any]) -> str:
+    from .report import describe_action
+
+    return describe_action(action)
+
+
+def run_agent(agent: Any, task: str, show_thinking: bool) -> Any:
+    """Run with live progress; Ctrl+C stops the agent cleanly and still returns a result."""
+    try:
+        for record in agent.iter_run(task):
+            print_record(record, show_thinking)
+    except KeyboardInterrupt:
+        agent.stop()
+        _out("interrupted: stopping")
+    return agent.result
+
+
+def summarize(result: Any) -> int:
+    _out("")
+    _out(f"status: {result.status}")
+    if result.answer:
+        _out(f"answer: {result.answer}")
+    if result.error:
+        _out(f"error:  {result.error}")
+    _out(f"steps:  {len(result.steps)}")
+    if result.trace_dir:
+        _out(f"trace:  {result.trace_dir}")
+    return EXIT_OK if result.status in ("success", "answered") else EXIT_UNFINISHED
+
+
+def _parse_viewport(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise ConfigError(f"--viewport must look like 1280x720, got {text!r}") from exc
+    return width, height
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .agent import Agent
+
+    model, agent_kwargs = resolve_model(args)
+    env = open_env(args)
+    try:
+        agent = Agent(
+            model, env, family=args.family, max_steps=args.max_steps, dry_run=args.dry_run,
+            confirm=make_confirm(args.confirm), on_take_over=take_over_prompt,
+            trace_dir=args.trace_dir, allowed_domains=getattr(args, "allowed_domain", None),
+            **agent_kwargs, **generation_kwargs(args),
+        )
+        _out(f"task: {args.task}")
+        result = run_agent(agent, args.task, args.show_thinking)
+        if getattr(args, "report", False) and result.trace_dir:
+            from .report import render_report
+
+            _out(f"report: {render_report(result.trace_dir)}")
+        return summarize(result)
+    finally:
+        env.close()
+
+
+def open_env(args: argparse.Namespace) -> Any:
+    if args.env == "web":
+        from .envs.web import WebEnv
+
+        return WebEnv.launch(
+            url=args.url, headless=not args.headed, viewport=_parse_viewport(args.viewport),
+            set_of_marks=args.set_of_marks, allowed_domains=args.allowed_domain,
+        )
+    if args.env == "desktop":
+        from .envs.desktop import DesktopEnv
+
+        return DesktopEnv(monitor=args.monitor)
+    from .envs.android import AndroidEnv
+
+    return AndroidEnv(serial=args.serial)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .glm4v.engine import load
+    from .server import make_server
+
+    path = Path(args.model)
+    _out(f"loading {path} ...")
+    engine = load(path, device=args.device, dtype=args.dtype)
+    name = args.model_name or path.resolve().name
+    server = make_server(engine, host=args.host, port=args.port, model_name=name,
+                         max_queue=args.max_queue)
+    host, port = server.server_address[:2]
+    _out(f"serving {name!r} at http://{host}:{port}/v1 (Ctrl+C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        _out("stopping")
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
+def cmd_assistant(args: argparse.Namespace) -> int:
+    from .assistant import DesktopAssistant
+
+    model, agent_kwargs = resolve_model(args)
+    assistant = DesktopAssistant(
+        model, monitor=args.monitor, family=args.family, max_steps=args.max_steps,
+        confirm=make_confirm(args.confirm), show_marker=not args.no_marker,
+        announce_delay=args.announce_delay, dry_run=args.dry_run, trace_root=args.trace_dir,
+        agent_kwargs={**agent_kwargs, **generation_kwargs(args)}, output=_out,
+        on_take_over=take_over_prompt,
+    )
+    return assistant.repl()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import render_report
+
+    path = render_report(args.trace_dir, args.output)
+    _out(str(path))
+    if args.open:
+        webbrowser.open(path.resolve().as_uri())
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_checks
+
+    checks = run_checks(model=args.model, base_url=args.base_url, load=args.load)
+    width = max(len(c.name) for c in checks)
+    for check in checks:
+        mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[check.status]
+        _out(f"[{mark}] {check.name:<{width}}  {check.detail}")
+        if check.fix and check.status != "ok":
+            _out(f"       {'':<{width}}  fix: {check.fix}")
+    failed = [c for c in checks if c.status == "fail"]
+    _out("")
+    _out("all required checks passed" if not failed else f"{len(failed)} check(s) failed")
+    return EXIT_OK if not failed else EXIT_FAILURE
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    model = None
+    agent_kwargs: dict[str, Any] = {}
+    if args.model or args.base_url:
+        model, agent_kwargs = resolve_model(args)
+    result, report = run_demo(
+        model=model, family=args.family, headless=not args.headed, trace_dir=args.trace_dir,
+        output=_out, **agent_kwargs,
+    )
+    code = summarize(result)
+    _out(f"report: {report}")
+    return code
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        _out("interrupted")
+        return EXIT_INTERRUPTED
+    except (ConfigError, InputError) as exc:
+        _out(f"error: {exc}")
+        return EXIT_USAGE
+    except (EnvError, BackendError) as exc:
+        _out(f"error: {exc}")
+        return EXIT_FAILURE
+    except GlmvAgentError as exc:
+        _out(f"error: {exc}")
+        return EXIT_FAILURE
+    except ImportError as exc:
+        extra = {"playwright": "web", "mss": "desktop", "pyautogui": "desktop",
+                 "torch": "local", "safetensors": "local", "tokenizers": "local",
+                 "av": "video"}.get((exc.name or "").split(".")[0])
+        hint = f' (pip install "glmv-agent[{extra}]")' if extra else ""
+        _out(f"error: missing dependency {exc.name}{hint}")
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""Self-contained HTML report of one run, rendered from its trace directory.
+
+Everything (screenshots included, as data URLs) is inlined into one file, so the report
+opens offline in any browser and can be mailed or attached to an issue. Each step shows
+its screenshot with the action drawn over it (an SVG layer in screenshot pixels: click
+point, box, drag/swipe path, scroll arrow, typed text), the thinking, the raw answer, the
+parse attempts, the outcome and the timings.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .trace import RunInfo, StepRecord, TraceReader
+
+_STATUS_CLASS = {
+    "success": "good", "answered": "good", "executed": "good", "terminal": "good",
+    "dry_run": "info", "take_over": "info", "running": "info", "loop_nudge": "warn",
+    "max_steps": "warn", "stopped": "warn", "loop": "warn", "denied": "warn",
+}
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;background:#f4f5f7;color:#1d2129}
+header{background:#1d2129;color:#fff;padding:18px 28px}
+header h1{font-size:18px;margin:0 0 6px}
+header .meta{opacity:.85;font-size:13px}
+main{max-width:1280px;margin:0 auto;padding:20px}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;background:#e5e6eb}
+.badge.good{background:#d1f2dc;color:#0b6b2f}.badge.bad{background:#fbd9d9;color:#9b1c1c}
+.badge.warn{background:#fdeccb;color:#8a5300}.badge.info{background:#dbe9fb;color:#124f9c}
+section.step{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);margin:0 0 20px;padding:16px;display:grid;grid-template-columns:minmax(0,3fr) minmax(0,2fr);gap:16px}
+section.step h2{grid-column:1/-1;margin:0;font-size:16px}
+.shot{position:relative;align-self:start}
+.shot img{width:100%;display:block;border:1px solid #ddd}
+.shot svg{position:absolute;inset:0;width:100%;height:100%;pointer-events:none}
+pre{white-space:pre-wrap;word-break:break-word;background:#f7f8fa;padding:8px;border-radius:4px;margin:4px 0;font-size:12.5px}
+details summary{cursor:pointer;font-weight:600;margin-top:6px}
+table.timings{border-collapse:collapse;font-size:12.5px}
+table.timings td{padding:1px 10px 1px 0}
+.answer{background:#fff;border-left:4px solid #0b6b2f;padding:10px 14px;margin-bottom:20px}
+.noshot{color:#86909c;font-style:italic}
+"""
+
+
+def render_report(trace_dir: str | Path, output: str | Path | None = None) -> Path:
+    """Write `report.html` (or `output`) for the trace in `trace_dir`; returns its path."""
+    reader = TraceReader(trace_dir)
+    info = reader.info
+    records = reader.records()
+    page = render_html(info, records, reader.dir)
+    target = Path(output) if output is not None else reader.dir / "report.html"
+    target.write_text(page, encoding="utf-8")
+    return target
+
+
+def render_html(info: RunInfo, records: list[StepRecord], trace_dir: Path) -> str:
+    steps = "\n".join(_render_step(r, trace_dir) for r in records)
+    duration = (info.ended_at or time.time()) - info.started_at
+    answer = (
+        f'<div class="answer"><b>Answer:</b> {_e(info.answer)}</div>' if info.answer else ""
+    )
+    meta = " · ".join(
+        part for part in (
+            f"status {_badge(info.status)}",
+            f"{len(records)} steps",
+            f"{duration:.1f} s",
+            f"model {_e(info.model)}" if info.model else "",
+            f"{_e(info.family)} / {_e(info.platform)}" if info.family else "",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.started_at)),
+            f"glmv-agent {_e(info.version)}" if info.version else "",
+        ) if part
+    )
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>glmv-agent: {_e(info.task[:80])}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>{_e(info.task)}</h1><div class=\"meta\">{meta}</div></header>"
+        f"<main>{answer}{steps or '<p>No steps were recorded.</p>'}</main></body></html>\n"
+    )
+
+
+def _render_step(record: StepRecord, trace_dir: Path) -> str:
+    action = record.action or {}
+    step = record.step or {}
+    size = record.observation.get("size") or [0, 0]
+    shot = _screenshot_html(record, trace_dir, action, size)
+    parts = [
+        f"<div><b>Action:</b> {_e(describe_action(action)) if action else '—'}</div>",
+        f"<div><b>Outcome:</b> {_badge(record.outcome)} {_e(record.detail)}</div>",
+    ]
+    if record.observation.get("url"):
+        parts.append(f"<div><b>URL:</b> {_e(record.observation['url'])}</div>")
+    if record.observation.get("app"):
+        parts.append(f"<div><b>App:</b> {_e(record.observation['app'])}</div>")
+    if record.env_points:
+        points = ", ".join(f"({x:.0f}, {y:.0f})" for x, y in record.env_points)
+        parts.append(f"<div><b>Landed at:</b> {points}</div>")
+    if record.sensitive:
+        answer = {True: "confirmed", False: "denied", None: "not asked"}[record.confirmed]
+        parts.append(f"<div><b>Sensitive:</b> {_e(record.sensitive)} ({answer})</div>")
+    if record.error:
+        parts.append(f"<div><b>Error:</b> <pre>{_e(record.error)}</pre></div>")
+    for key, title in (("thinking", "Thinking"), ("memory", "Memory"),
+                       ("explanation", "Explanation")):
+        if step.get(key):
+            parts.append(f"<details open><summary>{title}</summary><pre>{_e(step[key])}</pre></details>")
+    if record.response is not None:
+        parts.append(f"<details><summary>Raw answer</summary><pre>{_e(record.response)}</pre></details>")
+    for n, attempt in enumerate(record.attempts, 1):
+        parts.append(
+            f"<details><summary>Rejected answer {n}: {_e(attempt.error[:120])}</summary>"
+            f"<pre>{_e(attempt.response)}</pre></details>"
+        )
+    if record.prompt:
+        prompt = "\n\n".join(f"[{m.get('role')}] {m.get('text', '')}" for m in record.prompt)
+        parts.append(f"<details><summary>Prompt</summary><pre>{_e(prompt)}</pre></details>")
+    if record.timings:
+        rows = "".join(f"<tr><td>{_e(k)}</td><td>{v:.3f} s</td></tr>"
+                       for k, v in record.timings.items())
+        parts.append(f"<details><summary>Timings</summary><table class=\"timings\">{rows}</table></details>")
+    return (
+        f'<section class="step" id="step-{record.index}" data-step="{record.index}">'
+        f"<h2>Step {record.index}</h2>{shot}<div class=\"info\">{''.join(parts)}</div></section>"
+    )
+
+
+def _screenshot_html(record: StepRecord, trace_dir: Path, action: dict[str, Any],
+                     size: list[int]) -> str:
+    name = record.marked_screenshot or record.screenshot
+    path = trace_dir / name if name else None
+    if path is None or not path.is_file():
+        return '<div class="shot noshot">no screenshot</div>'
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    width, height = size if size and size[0] else _png_size(path)
+    overlay = action_overlay(_with_landed_points(action, record, width, height), width, height)
+    return (
+        f'<div class="shot"><img alt="step {record.index} screenshot" '
+        f'src="data:image/png;base64,{data}">'
+        f'<svg viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{overlay}</svg></div>'
+    )
+
+
+def _with_landed_points(action: dict[str, Any], record: StepRecord, width: int,
+                        height: int) -> dict[str, Any]:
+    """Fill targets given as element labels with where they actually landed.
+
+    `env_points` are in environment units; the recorded mapping turns them back into
+    normalized screenshot coordinates, so label clicks are drawn where they happened.
+    """
+    mapping = record.observation.get("mapping") or {}
+    landed = list(record.env_points)
+    if not landed or not mapping:
+        return action
+    filled = dict(action)
+    for key in ("target", "start", "end"):
+        target = action.get(key)
+        if not target or not landed:
+            continue
+        env_x, env_y = landed.pop(0)
+        if target.get("point"):
+            continue
+        x = (env_x - mapping.get("origin_x", 0.0)) / mapping.get("scale_x", 1.0) / width
+        y = (env_y - mapping.get("origin_y", 0.0)) / mapping.get("scale_y", 1.0) / height
+        filled[key] = {**target, "point": {"x": min(max(x, 0.0), 1.0), "y": min(max(y, 0.0), 1.0)}}
+    return filled
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.size
+
+
+def _target_xy(target: dict[str, Any] | None, width: int, height: int) -> tuple[float, float] | None:
+    if not target or not target.get("point"):
+        return None
+    return target["point"]["x"] * width, target["point"]["y"] * height
+
+
+def action_overlay(action: dict[str, Any], width: int, height: int) -> str:
+    """SVG elements (in screenshot pixels) that draw where an action lands."""
+    unit = max(width, height) / 100  # marker size relative to the screenshot
+    shapes: list[str] = []
+    stroke = f'stroke="#e8362d" stroke-width="{unit * 0.35:.2f}" fill="none"'
+    for key in ("target", "start", "end"):
+        target = action.get(key)
+        box = (target or {}).get("box")
+        if box:
+            shapes.append(
+                f'<rect class="box" x="{box["x1"] * width:.1f}" y="{box["y1"] * height:.1f}" '
+                f'width="{(box["x2"] - box["x1"]) * width:.1f}" '
+                f'height="{(box["y2"] - box["y1"]) * height:.1f}" {stroke}/>'
+            )
+    start = _target_xy(action.get("start"), width, height)
+    end = _target_xy(action.get("end"), width, height)
+    if start and end:
+        shapes.append(
+            f'<line class="path" x1="{start[0]:.1f}" y1="{start[1]:.1f}" x2="{end[0]:.1f}" '
+            f'y2="{end[1]:.1f}" {stroke} stroke-dasharray="{unit:.1f}"/>'
+            f'<circle class="point" cx="{start[0]:.1f}" cy="{start[1]:.1f}" r="{unit:.1f}" {stroke}/>'
+            f'<circle cx="{end[0]:.1f}" cy="{end[1]:.1f}" r="{unit * 0.5:.1f}" fill="#e8362d"/>'
+        )
+    point = _target_xy(action.get("target"), width, height)
+    if point:
+        x, y = point
+        shapes.append(
+            f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="{unit * 1.4:.1f}" {stroke}/>'
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{unit * 0.3:.1f}" fill="#e8362d"/>'
+        )
+    label = _overlay_label(action)
+    if label:
+        x, y = point or start or (unit * 2, unit * 4)
+        # Above the marker, or below it when that would leave the image.
+        label_y = y - unit * 1.8 if y > unit * 4 else y + unit * 4
+        shapes.append(
+            f'<text class="label" x="{x + unit * 2:.1f}" y="{label_y:.1f}" '
+            f'font-size="{unit * 2.2:.1f}" fill="#e8362d" stroke="#fff" '
+            f'stroke-width="{unit * 0.5:.1f}" paint-order="stroke">{_e(label)}</text>'
+        )
+    return "".join(shapes)
+
+
+def _overlay_label(action: dict[str, Any]) -> str:
+    kind = action.get("type", "")
+    if kind == "type":
+        return f'⌨ "{_shorten(action.get("text", ""))}"'
+    if kind == "scroll":
+        arrows = {"up": "↑", "down": "↓", "left": "←", "right": "→"}
+        return f"scroll {arrows.get(action.get('direction', ''), '')} ×{action.get('amount', '')}"
+    if kind == "key":
+        return "+".join(action.get("keys", []))
+    if kind in ("click", "double_click", "right_click", "middle_click", "long_press", "hover"):
+        return kind.replace("_", " ")
+    return ""
+
+
+def describe_action(action: dict[str, Any]) -> str:
+    """A one-line human description of an action dict (used by the report and the CLI)."""
+    kind = action.get("type", "?")
+    details: list[str] = []
+    for key in ("target", "start", "end"):
+        target = action.get(key)
+        if not target:
+            continue
+        if target.get("element") is not None:
+            details.append(f"{key} [{target['element']}]")
+        elif target.get("point"):
+            details.append(f"{key} ({target['point']['x']:.3f}, {target['point']['y']:.3f})")
+    for key in ("text", "keys", "direction", "amount", "url", "name", "seconds", "message",
+                "success"):
+        if action.get(key) not in (None, "", []):
+            value = action[key]
+            details.append(f"{key}={json.dumps(value, ensure_ascii=False)}")
+    return f"{kind}({', '.join(details)})"
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _badge(status: str) -> str:
+    css = _STATUS_CLASS.get(status, "bad")
+    return f'<span class="badge {css}">{_e(status)}</span>'
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
