@@ -326,7 +326,7 @@ def cmd_assistant(args: argparse.Namespace) -> int:
     model, agent_kwargs = resolve_model(args)
     assistant = DesktopAssistant(
         model, monitor=args.monitor, family=args.family, max_steps=args.max_steps,
-        confirm=make_confirm(args.confirm), show_marker=not args.no_marker,
+        confirm=args.confirm, show_marker=not args.no_marker,
         announce_delay=args.announce_delay, dry_run=args.dry_run, trace_root=args.trace_dir,
         agent_kwargs={**agent_kwargs, **generation_kwargs(args)}, output=_out,
         on_take_over=take_over_prompt,
