@@ -82,7 +82,7 @@ def split_response(text: str) -> tuple[str | None, str]:
 
 
 def _escape_raw_newlines(source: str) -> str:
-    """Escape newlines/tabs that sit inside quoted strings so `ast` accepts them."""
+    """Escape newlines, tabs and other control characters inside quoted strings for `ast`."""
     out: list[str] = []
     quote: str | None = None
     i = 0
@@ -99,12 +99,10 @@ def _escape_raw_newlines(source: str) -> str:
         elif ch == quote:
             quote = None
             out.append(ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
+        elif ch in "\n\r\t":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[ch])
+        elif ord(ch) < 0x20:
+            out.append(f"\\x{ord(ch):02x}")  # other control characters, NUL included
         else:
             out.append(ch)
         i += 1
