@@ -157,3 +157,172 @@ def test_thinking_budget_idle_when_model_closes_itself_or_never_thinks():
     assert tb2.forced_token() is None
     tb3 = ThinkingBudget(0, [100], [101], prompt_ids=[100])  # zero budget: close at once
     assert tb3.forced_token() == 101
+
+
+# ----------------------------------------------------------------------------- on the tiny model
+# The real 9B weights cannot run here; the tiny random checkpoint has the real architecture,
+# key names and tokenizer layout, and transformers' own Glm4vForConditionalGeneration is the
+# oracle for greedy decoding.
+
+from PIL import Image  # noqa: E402
+
+from glmv_agent.glm4v.engine import Glm4vEngine, load  # noqa: E402
+from glmv_agent.glm4v.generation import generate  # noqa: E402
+from glmv_agent.messages import image, message  # noqa: E402
+
+N_TOKENS = 24
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint) -> Glm4vEngine:
+    return load(tiny_checkpoint, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def hf_model(tiny_checkpoint):
+    transformers = pytest.importorskip("transformers")
+    return transformers.Glm4vForConditionalGeneration.from_pretrained(tiny_checkpoint, dtype=torch.float32).eval()
+
+
+def _screenshot() -> Image.Image:
+    img = Image.new("RGB", (120, 90), (240, 240, 240))
+    for x in range(20, 60):
+        for y in range(30, 50):
+            img.putpixel((x, y), (30, 90, 200))
+    return img
+
+
+TEXT_CHAT = [message("user", "Open the settings and turn on dark mode.")]
+IMAGE_CHAT = [message("user", image(_screenshot()), "Click the blue button.")]
+
+
+def _hf_greedy(hf_model, inputs: dict, n: int) -> list[list[int]]:
+    hf_inputs = {k: v for k, v in inputs.items() if v is not None}
+    out = hf_model.generate(**hf_inputs, do_sample=False, max_new_tokens=n, top_k=None, top_p=None)
+    prompt_len = inputs["input_ids"].shape[1]
+    return [row[prompt_len:].tolist() for row in out]
+
+
+@pytest.mark.parametrize("chat", [TEXT_CHAT, IMAGE_CHAT], ids=["text", "image"])
+def test_greedy_matches_transformers_generate(engine, hf_model, chat):
+    inputs = engine.prepare(chat)
+    if chat is IMAGE_CHAT:
+        assert inputs["pixel_values"] is not None
+    ours = engine.generate(chat, do_sample=False, max_new_tokens=N_TOKENS)
+    (theirs,) = _hf_greedy(hf_model, inputs, N_TOKENS)
+    assert len(ours.token_ids) >= 20
+    assert ours.token_ids == theirs
+    assert ours.finish_reason == "length"
+    assert ours.text == engine.tokenizer.decode(ours.token_ids)
+    assert ours.prefill_seconds > 0 and ours.decode_tokens_per_second > 0
+
+
+def test_left_padded_batch_equals_each_prompt_alone(engine):
+    long_chat = [message("user", "Search for the weather in Paris tomorrow and then book a table for two.")]
+    alone = [engine.generate(c, do_sample=False, max_new_tokens=N_TOKENS).token_ids for c in (TEXT_CHAT, long_chat, IMAGE_CHAT)]
+    batch_inputs = engine.prepare_batch([TEXT_CHAT, long_chat, IMAGE_CHAT])
+    assert bool((batch_inputs["attention_mask"] == 0).any())  # padding really happened
+    together = engine.generate_batch([TEXT_CHAT, long_chat, IMAGE_CHAT], do_sample=False, max_new_tokens=N_TOKENS)
+    assert [r.token_ids for r in together] == alone
+
+
+def test_sampling_is_reproducible_with_a_seed_and_top_k_1_is_greedy(engine):
+    greedy = engine.generate(TEXT_CHAT, do_sample=False, max_new_tokens=N_TOKENS).token_ids
+    a = engine.generate(TEXT_CHAT, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, seed=7, max_new_tokens=N_TOKENS)
+    b = engine.generate(TEXT_CHAT, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, seed=7, max_new_tokens=N_TOKENS)
+    c = engine.generate(TEXT_CHAT, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, seed=8, max_new_tokens=N_TOKENS)
+    assert a.token_ids == b.token_ids
+    assert a.token_ids != c.token_ids  # 2048-token vocab, near-flat distribution: never equal in practice
+    assert a.token_ids != greedy
+    k1 = engine.generate(TEXT_CHAT, do_sample=True, top_k=1, seed=3, max_new_tokens=N_TOKENS).token_ids
+    assert k1 == greedy
+
+
+def test_repetition_penalty_matches_transformers(engine, hf_model):
+    inputs = engine.prepare(TEXT_CHAT)
+    ours = engine.generate(TEXT_CHAT, do_sample=False, repetition_penalty=1.5, max_new_tokens=N_TOKENS)
+    out = hf_model.generate(**{k: v for k, v in inputs.items() if v is not None}, do_sample=False,
+                            repetition_penalty=1.5, max_new_tokens=N_TOKENS, top_k=None, top_p=None)
+    assert ours.token_ids == out[0, inputs["input_ids"].shape[1]:].tolist()
+    plain = engine.generate(TEXT_CHAT, do_sample=False, max_new_tokens=N_TOKENS)
+    assert ours.token_ids != plain.token_ids  # the greedy run repeats tokens; the penalty changes it
+
+
+def test_max_new_tokens_and_eos_stop(engine):
+    base = engine.generate(TEXT_CHAT, do_sample=False, max_new_tokens=N_TOKENS)
+    short = engine.generate(TEXT_CHAT, do_sample=False, max_new_tokens=5)
+    assert short.token_ids == base.token_ids[:5] and short.finish_reason == "length"
+    # Declare the 8th greedy token an eos id: generation stops there and drops it from text.
+    eos = base.token_ids[7]
+    first = base.token_ids.index(eos)
+    stopped = engine.generate(TEXT_CHAT, do_sample=False, max_new_tokens=N_TOKENS, eos_token_ids=[eos])
+    assert stopped.finish_reason == "eos"
+    assert stopped.token_ids == base.token_ids[: first + 1]
+    assert stopped.text == engine.tokenizer.decode(base.token_ids[:first])
+
+
+def test_stop_string_spanning_tokens(engine):
+    base = engine.generate(TEXT_CHAT, do_sample=False, max_new_tokens=N_TOKENS)
+    pieces = [engine.tokenizer.decode([t]) for t in base.token_ids]
+    k = next(i for i in range(4, len(pieces) - 1) if len(pieces[i]) >= 2 and len(pieces[i + 1]) >= 2)
+    stop = pieces[k][-2:] + pieces[k + 1][:2]  # straddles the boundary between two tokens
+    full = "".join(pieces)
+    result = engine.generate(TEXT_CHAT, do_sample=False, max_new_tokens=N_TOKENS, stop=[stop])
+    assert result.finish_reason == "stop_string" and result.stop_string == stop
+    assert result.text == full[: full.index(stop)]
+    assert len(result.token_ids) <= k + 2  # generation ended as soon as the string completed
+    streamed = "".join(engine.stream(TEXT_CHAT, do_sample=False, max_new_tokens=N_TOKENS, stop=[stop]))
+    assert streamed == result.text
+
+
+def test_stream_deltas_join_to_the_full_text(engine):
+    full = engine.generate(IMAGE_CHAT, do_sample=False, max_new_tokens=N_TOKENS)
+    holder: list = []
+    deltas = list(engine.stream(IMAGE_CHAT, do_sample=False, max_new_tokens=N_TOKENS, result_holder=holder))
+    assert len(deltas) > 5
+    assert "".join(deltas) == full.text
+    assert holder[0].token_ids == full.token_ids
+
+
+def _prompt_inside_think(engine: Glm4vEngine) -> dict:
+    """TEXT_CHAT's prompt with `<think>` appended, as if the model had opened a think block."""
+    inputs = engine.prepare(TEXT_CHAT)
+    ids = torch.cat([inputs["input_ids"], torch.tensor([engine.think_ids[0]])], dim=1)
+    return {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def test_special_tokens_kept_by_default_and_dropped_on_request(engine):
+    # The random model rarely emits a special token, so make it emit the box markers: the
+    # thinking-budget mechanism feeds whatever "close" ids it is given after 2 tokens.
+    box = [engine.tokenizer.special_token_id("<|begin_of_box|>"), engine.tokenizer.special_token_id("<|end_of_box|>")]
+    inputs = _prompt_inside_think(engine)
+    think_ids = (engine.think_ids[0], box)
+    kept = generate(engine.model, engine._new_decoder, inputs,
+                    engine.generation_config(do_sample=False, max_new_tokens=8, thinking_budget=2), think_ids=think_ids)[0]
+    assert kept.token_ids[2:4] == box
+    assert "<|begin_of_box|><|end_of_box|>" in kept.text
+    skipped = generate(engine.model, engine._new_decoder, inputs,
+                       engine.generation_config(do_sample=False, max_new_tokens=8, thinking_budget=2,
+                                                keep_special_tokens=False), think_ids=think_ids)[0]
+    assert skipped.token_ids == kept.token_ids
+    assert "<|begin_of_box|>" not in skipped.text
+    assert skipped.text == engine.tokenizer.decode(kept.token_ids, skip_special_tokens=True)
+
+
+def test_thinking_budget_forces_close_and_generation_continues(engine):
+    # Prompt ends inside an open <think> block; the random model never closes it itself.
+    close_ids = engine.think_ids[1]
+    inputs = _prompt_inside_think(engine)
+    budget = 6
+    free = generate(engine.model, engine._new_decoder, inputs,
+                    engine.generation_config(do_sample=False, max_new_tokens=N_TOKENS))[0]
+    assert close_ids[0] not in free.token_ids
+    forced = generate(engine.model, engine._new_decoder, inputs,
+                      engine.generation_config(do_sample=False, max_new_tokens=N_TOKENS, thinking_budget=budget),
+                      think_ids=engine.think_ids)[0]
+    n = len(close_ids)
+    assert forced.token_ids[:budget] == free.token_ids[:budget]
+    assert forced.token_ids[budget:budget + n] == close_ids
+    assert len(forced.token_ids) == N_TOKENS  # kept going after </think>
+    assert "</think>" in forced.text
+    assert forced.text.index("</think>") > 0

@@ -105,23 +105,11 @@ class Glm4vEngine:
         """Several conversations left-padded into one batch (images concatenated in order)."""
         if not conversations:
             raise InputError("generate_batch needs at least one conversation")
-        parts = [self.prepare(c, enable_thinking=enable_thinking) for c in conversations]
-        if len(parts) == 1:
-            return parts[0]
-        width = max(p["input_ids"].shape[1] for p in parts)
-        ids, masks = [], []
-        for p in parts:
-            pad = width - p["input_ids"].shape[1]
-            ids.append(torch.nn.functional.pad(p["input_ids"], (pad, 0), value=self.pad_token_id))
-            mask = p.get("attention_mask")
-            mask = torch.ones_like(p["input_ids"]) if mask is None else mask
-            masks.append(torch.nn.functional.pad(mask, (pad, 0), value=0))
-        batch: dict[str, Any] = {"input_ids": torch.cat(ids), "attention_mask": torch.cat(masks)}
-        for key in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw"):
-            present = [p[key] for p in parts if p.get(key) is not None]
-            if present:
-                batch[key] = torch.cat(present)
-        return batch
+        for conversation in conversations:
+            validate_messages(conversation)
+        inputs = self.processor(list(conversations), add_generation_prompt=True,
+                                enable_thinking=enable_thinking, padding_side="left")
+        return self._to_device(inputs)
 
     def _to_device(self, inputs: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -315,6 +315,10 @@ class TokenStream:
     finished: list[bool] = field(default_factory=list)
 
 
+# Processor outputs the model's prefill takes besides input_ids.
+_PREFILL_INPUTS = ("attention_mask", "pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
+
+
 @torch.inference_mode()
 def prefill(model: GenerationModel, input_ids: torch.Tensor, cache: Any, **inputs: Any) -> torch.Tensor:
     """Run the whole prompt (with its images/videos); logits of the last position [B, V]."""
@@ -375,11 +379,11 @@ def decode_n_tokens(
             budgets[row] = ThinkingBudget(config.thinking_budget, think_ids[0], think_ids[1], ids.tolist())
 
     max_length = prompt_len + config.max_new_tokens
-    vision = {k: v for k, v in inputs.items() if k not in ("input_ids",) and v is not None}
+    extra = {k: inputs[k] for k in _PREFILL_INPUTS if inputs.get(k) is not None}
     cache = model.new_cache(batch, max_length, device=device)
 
     t0 = time.perf_counter()
-    logits = prefill(model, input_ids, cache, **vision)
+    logits = prefill(model, input_ids, cache, **extra)
     _sync(device)
     stream.timing.prefill_seconds = time.perf_counter() - t0
     # Tokens already present, for the repetition penalty: the prompt counts (as in
