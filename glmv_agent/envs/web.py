@@ -593,11 +593,17 @@ class _WebCore:
             if not (yield from self.wait_stable()):
                 notes.append("the new tab was still loading")
         page = self.live_page()
-        if not url_allowed(page.url, self.allowed):
-            # e.g. a server redirect, which route interception does not see
+        if blocked and page.url.startswith("chrome-error:"):
+            # The blocked navigation left Chromium's error page; return to where we were.
             yield page.go_back(wait_until="commit")
+            yield from self.wait_stable()
+        elif not url_allowed(page.url, self.allowed):
+            # e.g. a server redirect, which route interception does not see
+            where = page.url
+            yield page.go_back(wait_until="commit")
+            yield from self.wait_stable()
             raise ActionRefusedError(
-                f"the page went to {page.url}, which is outside allowed_domains "
+                f"the page went to {where}, which is outside allowed_domains "
                 f"{list(self.allowed or ())}; went back"
             )
         if blocked:
