@@ -229,6 +229,10 @@ class Agent:
         except GlmvAgentError as exc:
             record.outcome, record.error = "error", f"{type(exc).__name__}: {exc}"
             self._finish("error", error=record.error)
+        except KeyboardInterrupt as exc:  # Ctrl+C: record it, end the run, re-raise
+            record.outcome, record.detail = "stopped", "interrupted (KeyboardInterrupt)"
+            self._finish("stopped")
+            crash = exc
         except Exception as exc:  # a bug or an unexpected library error: trace it, re-raise
             record.outcome, record.error = "error", f"{type(exc).__name__}: {exc}"
             self._finish("error", error=record.error)

@@ -363,3 +363,48 @@ def test_real_glm41v_pc_dialect(tmp_path: Path) -> None:
     assert result.status == "success" and env.state.counter == 2
     assert result.steps[0].retries == 1
     assert "History actions" in prompt_text(agent.backend.messages[-1])
+
+
+class InterruptingBackend(Backend):
+    """Raises what a user or a broken engine would raise mid-call."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def complete(self, messages, **params) -> str:
+        raise self.exc
+
+
+def test_ctrl_c_and_unexpected_errors_are_traced_then_reraised(tmp_path: Path) -> None:
+    from glmv_agent.trace import TraceReader
+
+    agent = Agent(InterruptingBackend(KeyboardInterrupt()), FormEnv(), dialect=JsonDialect("pc"),
+                  trace_dir=tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        agent.run("x")
+    assert agent.result is not None and agent.result.status == "stopped"
+    assert TraceReader(tmp_path / "a").info.status == "stopped"
+    assert TraceReader(tmp_path / "a").records()[0].outcome == "stopped"
+
+    agent = Agent(InterruptingBackend(RuntimeError("CUDA exploded")), FormEnv(),
+                  dialect=JsonDialect("pc"), trace_dir=tmp_path / "b")
+    with pytest.raises(RuntimeError):
+        agent.run("x")
+    assert agent.result.status == "error" and "CUDA exploded" in agent.result.error
+    assert TraceReader(tmp_path / "b").records()[0].error == "RuntimeError: CUDA exploded"
+
+
+def test_checkpoint_directory_runs_the_local_engine(tmp_path: Path, tiny_checkpoint) -> None:
+    """A directory as `model` loads the in-process engine. The tiny random checkpoint
+    (stand-in for the 9B weights) answers gibberish, so every parse fails and nothing may
+    be executed."""
+    from glmv_agent.backends.local import LocalBackend
+
+    env = FormEnv()
+    agent = Agent(str(tiny_checkpoint), env, dialect=JsonDialect("pc"), max_parse_retries=1,
+                  trace_dir=tmp_path / "t", max_new_tokens=4, temperature=0.0)
+    assert isinstance(agent.backend, LocalBackend)
+    result = agent.run("press plus")
+    assert result.status == "error" and env.executed == []
+    assert len(result.steps[0].attempts) == 2
+    assert all(isinstance(a.response, str) for a in result.steps[0].attempts)
