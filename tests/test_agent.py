@@ -349,7 +349,8 @@ def test_generation_params_reach_backend(tmp_path: Path) -> None:
 
 
 def test_real_glm41v_pc_dialect(tmp_path: Path) -> None:
-    """The loop with the real GLM-4.1V PC prompt and parser (0-1000 point grid)."""
+    """The loop with the real GLM-4.1V PC prompt and parser (0-1000 point grid), chosen by
+    family name from the environment's platform."""
     from glmv_agent.dialects.glm41v import GLM41VDialect
 
     env = FormEnv(scale=2.0)
@@ -358,7 +359,8 @@ def test_real_glm41v_pc_dialect(tmp_path: Path) -> None:
              f"left_click(start_box='[{x},{y}]', element_info='plus')\nMemory: []</answer>")
     done = "<think>Done.</think><answer>The task is complete.\nDONE()\nMemory: []</answer>"
     agent = Agent(ReplayBackend(["no action here", reply, reply, done]), env,
-                  dialect=GLM41VDialect("pc"), settle_time=0, trace_dir=tmp_path / "t")
+                  family="glm-4.1v", settle_time=0, trace_dir=tmp_path / "t")
+    assert isinstance(agent.dialect, GLM41VDialect) and agent.dialect.platform == "pc"
     result = agent.run("press plus twice")
     assert result.status == "success" and env.state.counter == 2
     assert result.steps[0].retries == 1
