@@ -352,6 +352,7 @@ class Agent:
         action = step.action
         record.step = step.model_dump(mode="json")
         record.action = action.to_dict()
+        record.pixel_points = _pixel_points(action, observation)
         if self._stop_requested.is_set():
             raise StoppedError("stopped before executing the model's action")
 
@@ -652,6 +653,21 @@ def screen_thumbnail(image: Image.Image) -> np.ndarray:
 
 def same_screen(a: np.ndarray, b: np.ndarray) -> bool:
     return int(np.abs(a - b).max()) <= SAME_SCREEN_TOLERANCE
+
+
+def _pixel_points(action: BaseAction, observation: Observation) -> list[tuple[int, int]]:
+    """Screenshot pixels of the action's targets (unknown element labels are skipped)."""
+    points: list[tuple[int, int]] = []
+    for target in action.targets():
+        point = target.point
+        if point is None and target.element is not None:
+            try:
+                point = Environment._element_point(target.element, observation)
+            except ActionRefusedError:
+                continue
+        if point is not None:
+            points.append(observation.mapping.to_pixel(point))
+    return points
 
 
 def _call_with_timeout(fn: Callable[[], str], timeout: float) -> str:

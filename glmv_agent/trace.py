@@ -19,6 +19,7 @@ A trace directory holds:
     - `step`: the parsed step `{"thinking", "memory", "explanation", "action", "extra",
       "raw"}` or null
     - `action`: the action dict as the model gave it (secret placeholders kept)
+    - `pixel_points`: the screenshot pixels the action's targets fall on `[[px, py], ...]`
     - `env_points`: where it landed in environment coordinates `[[x, y], ...]`
     - `outcome`: one of `executed`, `dry_run`, `terminal`, `take_over`, `denied`,
       `refused`, `loop_nudge`, `parse_error`, `action_error`, `error`, `stopped`
@@ -88,6 +89,7 @@ class StepRecord(BaseModel):
     retries: int = 0
     step: dict[str, Any] | None = None
     action: dict[str, Any] | None = None
+    pixel_points: list[tuple[int, int]] = Field(default_factory=list)
     env_points: list[tuple[float, float]] = Field(default_factory=list)
     outcome: Outcome = "error"
     detail: str = ""

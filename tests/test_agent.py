@@ -47,6 +47,7 @@ def test_happy_path_hidpi_negative_offset(tmp_path: Path) -> None:
     assert [r.outcome for r in result.steps] == ["executed", "executed", "terminal"]
     # Landed on the widget centre in virtual-desktop logical units.
     (x, y), = result.steps[0].env_points
+    assert result.steps[0].pixel_points == [(105, 60)]  # 1.5 px per unit: (70, 40) * 1.5
     assert x == pytest.approx(-400 + 70, abs=1) and y == pytest.approx(-50 + 40, abs=1)
     assert (tmp_path / "trace" / "step-0003.png").is_file()
     assert result.trace_dir == str(tmp_path / "trace")
