@@ -127,7 +127,8 @@ class ImageProcessorConfig:
 def _describe(source: Any) -> str:
     if isinstance(source, (str, Path)):
         text = str(source)
-        return repr(text[:60] + "...") if len(text) > 60 else repr(text)
+        # Paths are shown whole; data URLs only by their start.
+        return repr(text[:40] + "...") if text.startswith("data:") and len(text) > 40 else repr(text)
     if isinstance(source, (bytes, bytearray)):
         return f"<{len(source)} bytes>"
     return f"<{type(source).__name__}>"
