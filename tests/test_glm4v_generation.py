@@ -326,3 +326,31 @@ def test_thinking_budget_forces_close_and_generation_continues(engine):
     assert len(forced.token_ids) == N_TOKENS  # kept going after </think>
     assert "</think>" in forced.text
     assert forced.text.index("</think>") > 0
+
+
+def test_engine_defaults_come_from_generation_config_json(engine, tiny_checkpoint):
+    import json
+
+    data = json.loads((tiny_checkpoint / "generation_config.json").read_text())
+    d = engine.defaults
+    assert (d.do_sample, d.top_k, d.top_p, d.max_new_tokens) == (data["do_sample"], data["top_k"], data["top_p"], data["max_new_tokens"])
+    assert list(d.eos_token_ids) == data["eos_token_id"]
+    assert engine.generation_config(temperature=0).greedy  # temperature 0 switches to greedy
+
+
+def test_bad_options_fail_at_the_call_not_mid_stream(engine):
+    with pytest.raises(ConfigError, match="top_p"):
+        engine.stream(TEXT_CHAT, top_p=2.0)
+    with pytest.raises(ConfigError, match="unknown generation option"):
+        engine.chat(TEXT_CHAT, beams=4)
+
+
+def test_module_level_chat_loads_once_and_matches_the_engine(engine, tiny_checkpoint):
+    from glmv_agent.glm4v import engine as engine_module
+
+    first = engine_module.chat(tiny_checkpoint, TEXT_CHAT, device="cpu", dtype="float32", do_sample=False, max_new_tokens=8)
+    assert first == engine.chat(TEXT_CHAT, do_sample=False, max_new_tokens=8)
+    cached = engine_module._engine_for(tiny_checkpoint, "cpu", "float32")
+    assert engine_module._engine_for(tiny_checkpoint, "cpu", "float32") is cached
+    assert "".join(engine_module.stream(tiny_checkpoint, TEXT_CHAT, device="cpu", dtype="float32",
+                                        do_sample=False, max_new_tokens=8)) == first

@@ -146,8 +146,13 @@ class Glm4vEngine:
                result_holder: list[GenerationResult] | None = None, **options: Any) -> Iterator[str]:
         """Text deltas as they are generated. The engine stays locked until the iterator is
         exhausted or closed, so close abandoned streams (or use them in a for loop)."""
+        # Options and inputs are checked here, so bad ones fail at the call, not mid-stream.
         config = self.generation_config(**options)
         inputs = self.prepare(messages, enable_thinking=enable_thinking)
+        return self._locked_stream(inputs, config, result_holder)
+
+    def _locked_stream(self, inputs: dict[str, Any], config: GenerationConfig,
+                       result_holder: list[GenerationResult] | None) -> Iterator[str]:
         with self._lock:
             yield from stream_generate(self.model, self._new_decoder, inputs, config,
                                        think_ids=self.think_ids, step_fn=self._step,
