@@ -199,6 +199,18 @@ def test_double_right_middle_click_and_hover(env: WebEnv, server: PageServer) ->
     assert env.page.evaluate("getComputedStyle(document.getElementById('hoverbox')).backgroundColor") == "rgb(136, 204, 136)"
 
 
+def test_actions_wait_for_the_page_to_settle(env: WebEnv, server: PageServer) -> None:
+    # A slow fetch then a delayed second update, and a navigation started from a timer:
+    # when execute() returns, both have landed, so the next screenshot is current.
+    obs = open_page(env, server, "delayed.html")
+    outcome = env.execute(Click(target=target_of(env, obs, "#load")), obs)
+    assert env.page.evaluate("document.querySelectorAll('#results li').length") == 2
+    assert env.page.evaluate("document.getElementById('first').textContent") == "slow done"
+    assert "still changing" not in outcome.detail
+    env.execute(Click(target=target_of(env, obs, "#later")), obs)
+    assert env.observe().title == "Page two"
+
+
 # -- scrolling and frames -------------------------------------------------------------
 
 
@@ -470,3 +482,47 @@ def test_async_twin(server: PageServer) -> None:
     assert box["size"] == (2560, 1440)
     assert box["result"]["name"] == "异步 ✓"
     assert '<input> "Password"' in box["text"] and '<button> "Send"' in box["text"]
+
+
+# -- end to end ---------------------------------------------------------------------------
+
+
+def test_agent_completes_a_form_with_recorded_glm41v_web_answers(
+    env: WebEnv, server: PageServer, tmp_path: Any
+) -> None:
+    """The whole loop on a real page: set-of-marks observation -> GLM-4.1V web prompt ->
+    recorded answers in the documented WebVoyager format -> parsed actions -> real typing.
+
+    The answers stand in for GLM-4.1V-9B-Thinking (no 9B weights here); labels refer to
+    form.html's set-of-marks numbering: [0] name, [1] password.
+    """
+    from glmv_agent.agent import Agent
+    from glmv_agent.backends.replay import ReplayBackend
+
+    answers = [
+        "<think>The name box is first.</think><answer>Thought: The form has a name field "
+        "labelled [0]; I type the name there.\nAction: Type [0]; [Ada Lovelace]\n"
+        "Memory_Updated: {}</answer>",
+        "<think>Now the password.</think><answer>Thought: The password field is [1].\n"
+        "Action: Type [1]; [hunter2]\nMemory_Updated: {\"name\": \"Ada Lovelace\"}</answer>",
+        "<think>The form shows the result.</think><answer>Thought: The form was sent.\n"
+        "Action: ANSWER; <content>Sent the form for Ada Lovelace</content>\n"
+        "Memory_Updated: {\"name\": \"Ada Lovelace\"}</answer>",
+    ]
+    open_page(env, server, "form.html")
+    backend = ReplayBackend(answers)
+    agent = Agent(backend, env, family="glm-4.1v", trace_dir=tmp_path / "trace", settle_time=0)
+    result = agent.run("Fill in the form with the name Ada Lovelace and the password hunter2")
+
+    assert result.status == "answered", result.error
+    assert result.answer == "Sent the form for Ada Lovelace"
+    sent = json.loads(env.page.evaluate("document.getElementById('result').textContent"))
+    assert sent == {"name": "Ada Lovelace", "password": "hunter2", "notes": ""}
+    assert [s.action["type"] for s in result.steps] == ["type", "type", "answer"]
+    assert [s.action.get("target", {}).get("element") for s in result.steps[:2]] == [0, 1]
+    assert all(s.outcome != "error" for s in result.steps)
+    # The model saw the element list in the documented format.
+    first_prompt = json.dumps(backend.calls[0][0], default=str, ensure_ascii=False)
+    assert '[0]: <input> \\"\\";' in first_prompt and '<button> \\"Send\\"' in first_prompt
+    trace = tmp_path / "trace"
+    assert trace.is_dir() and any(trace.rglob("*.png"))

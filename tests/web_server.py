@@ -41,10 +41,19 @@ class _Handler(SimpleHTTPRequestHandler):
         pass
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        # The browser drops connections it no longer needs (a page navigated away).
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 class PageServer:
     def __init__(self, host: str = "127.0.0.1") -> None:
         handler = functools.partial(_Handler, directory=str(PAGES))
-        self._httpd = ThreadingHTTPServer((host, 0), handler)
+        self._httpd = _QuietServer((host, 0), handler)
         self._httpd.daemon_threads = True
         self.host = host
         self.port = self._httpd.server_address[1]
