@@ -29,6 +29,7 @@ _LAZY = {
     "Step": ".dialects.base",
     "DesktopEnv": ".envs.desktop",
     "WebEnv": ".envs.web",
+    "AsyncWebEnv": ".envs.web",
     "AndroidEnv": ".envs.android",
     "LocalBackend": ".backends.local",
     "OpenAIBackend": ".backends.openai",
