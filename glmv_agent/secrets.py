@@ -33,6 +33,10 @@ class SecretVault:
                 )
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"secret {name!r} must be a non-empty string")
+            if len(value) < 4:
+                logging.getLogger("glmv_agent").warning(
+                    "secret %r is shorter than 4 characters: masking it will also hide "
+                    "unrelated text in prompts and traces", name)
         self._secrets = secrets
         # Longest first, so a secret containing another is masked whole.
         self._values = sorted(set(secrets.values()), key=len, reverse=True)

@@ -136,3 +136,27 @@ def test_keyword_table_is_shipped_and_customizable() -> None:
     c = Click(target=Target.at(0.5, 0.5))
     assert p.sensitivity(c, step(c, "now   Launch  Missiles"), obs()) is not None
     assert p.sensitivity(c, step(c, "delete everything"), obs()) is None
+
+
+def test_secret_vault() -> None:
+    from glmv_agent.errors import ConfigError
+    from glmv_agent.messages import image, message
+    from glmv_agent.secrets import SecretVault
+
+    v = SecretVault({"pw": "hunter2", "pw_long": "hunter2-extra"})
+    assert v.mask("a hunter2-extra b hunter2") == "a *** b ***"
+    assert v.substitute("{{pw}}/{{ pw_long }}/{{other}}") == "hunter2/hunter2-extra/{{other}}"
+    typed = TypeText(text="{{pw}}", target=Target.at(0.5, 0.5))
+    real = v.reveal(typed)
+    assert real.text == "hunter2" and typed.text == "{{pw}}" and real.target == typed.target
+    assert v.reveal(Click(target=Target.at(0.1, 0.1))) == Click(target=Target.at(0.1, 0.1))
+    img = Image.new("RGB", (2, 2))
+    msgs = v.mask_messages([message("user", image(img), "pw is hunter2"),
+                            {"role": "assistant", "content": "hunter2"}])
+    assert msgs[0]["content"][0]["image"] is img and msgs[0]["content"][1]["text"] == "pw is ***"
+    assert msgs[1]["content"] == "***"
+    assert v.mask_obj({"k": ["hunter2", 3]}) == {"k": ["***", 3]}
+    with pytest.raises(ConfigError, match="identifier"):
+        SecretVault({"my pw": "x1234"})
+    with pytest.raises(ConfigError, match="non-empty"):
+        SecretVault({"pw": ""})
