@@ -262,3 +262,28 @@ def test_template_helpers_and_sandbox() -> None:
     with pytest.raises(Exception):
         render_chat_template("{{ messages.__class__.__mro__ }}{{ ''.__class__.__subclasses__() }}",
                              [{"role": "user", "content": "x"}])
+
+
+def test_preprocessor_configs_load_in_transformers(assets) -> None:
+    import importlib
+
+    from glmv_agent.glm4v.image_processing import Glm4vImageProcessor
+    from glmv_agent.glm4v.video_processing import Glm4vVideoProcessor
+
+    pil = importlib.import_module("transformers.models.glm4v.image_processing_pil_glm4v")
+    theirs = pil.Glm4vImageProcessorPil.from_pretrained(str(assets[0]))
+    ours = Glm4vImageProcessor.from_pretrained(assets[0]).config
+    assert (theirs.size.shortest_edge, theirs.size.longest_edge) == (ours.min_pixels, ours.max_pixels) == (12544, 9633792)
+    assert (theirs.patch_size, theirs.temporal_patch_size, theirs.merge_size) == (14, 2, 2)
+    video = Glm4vVideoProcessor.from_pretrained(assets[0]).config
+    assert (video.max_pixels, video.fps, video.sampling) == (47040000, 2.0, "glm41v")
+
+
+def test_glm45_style_keeps_reasoning_after_last_user(hf_tok) -> None:
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello", "reasoning_content": "greet back"},
+    ]
+    ours = render_chat_template(GLM45_STYLE, messages, add_generation_prompt=False)
+    assert ours == hf_tok.apply_chat_template(messages, chat_template=GLM45_STYLE, tokenize=False)
+    assert ours.endswith("<|assistant|>\n<think>greet back</think>\nHello")
