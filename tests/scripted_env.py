@@ -22,7 +22,7 @@ from glmv_agent.actions import (
 )
 from glmv_agent.dialects.base import Dialect, HistoryItem, Step
 from glmv_agent.envs.base import ActionOutcome, Environment, Observation
-from glmv_agent.errors import ActionError, ActionRefusedError, ParseError
+from glmv_agent.errors import ActionError, ParseError
 from glmv_agent.geometry import desktop_mapping
 from glmv_agent.messages import Message, image, message
 
@@ -197,4 +197,4 @@ class JsonDialect(Dialect):
         return Step(action=action, thinking=think.group(1) if think else None, raw=text)
 
 
-__all__ = ["FormEnv", "JsonDialect", "click", "answer", "norm", "widget", "ActionRefusedError"]
+__all__ = ["FormEnv", "JsonDialect", "click", "answer", "norm", "widget"]

@@ -8,7 +8,7 @@ import pytest
 
 from glmv_agent.actions import (
     BUILTIN_ACTIONS, Answer, BaseAction, Box, Click, DoubleClick, Done, Drag, Goto, Hover, Key,
-    LongPress, MiddleClick, NavigateBack, NavigateHome, OpenApp, Point, RightClick, Scroll,
+    LongPress, MiddleClick, NavigateBack, NavigateHome, OpenApp, RightClick, Scroll,
     Swipe, TakeOver, Target, TypeText, Wait, action_from_dict, action_from_json,
     register_action, registered_actions, unregister_action,
 )

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from glmv_agent.actions import Click, Target
 from glmv_agent.agent import Agent
 from glmv_agent.backends.base import Backend
 from glmv_agent.backends.replay import ReplayBackend
