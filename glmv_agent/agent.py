@@ -367,14 +367,15 @@ class Agent:
             self._reject(record, "refused", f"refused: {exc}",
                          f"Your action {action.type!r} was not executed: {exc}")
             return
-        record.sensitive = self.policy.sensitivity(action, step, observation)
-        if record.sensitive and not self.dry_run and not self._confirmed(action, step, record):
-            return
+        # Checked before asking the human: time spent confirming is not the model's fault.
         if deadline is not None and time.monotonic() > deadline:
             raise BackendError(
                 f"step {record.index} took longer than step_timeout={self.step_timeout}s "
                 "before its action could run; nothing was executed (raise step_timeout)"
             )
+        record.sensitive = self.policy.sensitivity(action, step, observation)
+        if record.sensitive and not self.dry_run and not self._confirmed(action, step, record):
+            return
         self._execute(action, observation, record)
         if record.outcome in ("executed", "dry_run"):
             self._failures = 0
