@@ -3,9 +3,9 @@
 Everything is checked before any weight is read: files exist, shard sizes agree with their
 safetensors headers, and the tensor names and shapes match the model the config describes.
 The model is built on the `meta` device, then each tensor is read from its memory-mapped
-shard and copied once, straight to the target device and dtype. A shard is re-opened for
-every tensor so its mapping (and the page cache it pins in our RSS) never outlives one
-tensor: peak memory stays about one copy of the weights.
+shard and copied once, straight into a buffer of the target device and dtype. The shard is
+re-opened for every chunk of at most CHUNK_BYTES, so its mapping (and the file pages it pins
+in our RSS) never outlives one chunk: peak memory stays one copy of the weights plus a chunk.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PROGRESS_THRESHOLD_BYTES = 1 << 30
+CHUNK_BYTES = 64 << 20  # largest piece of a tensor copied at once
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -175,19 +176,12 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
     bar = _progress_bar(total, show)
     logger.info("loading %s (%.2f GB) to %s as %s", directory, total / 1e9, target_device,
                 target_dtype)
-    from safetensors import safe_open  # optional dependency (extra "local")
-
-    device_str = "cpu" if target_device.type == "cpu" else str(target_device)
     for name in names:
-        file = tensors[name][0]
-        with safe_open(str(file), framework="pt", device=device_str) as handle:
-            tensor = handle.get_tensor(name)
-        # copy=True: own the memory, so the shard mapping is released right away.
-        owned = tensor.to(device=target_device, dtype=target_dtype, copy=True)
-        del tensor
-        _set_parameter(model, name, owned)
+        file, shape, nbytes = tensors[name]
+        _set_parameter(model, name, _read_tensor(file, name, shape, nbytes, target_device,
+                                                 target_dtype))
         if bar is not None:
-            bar.update(tensors[name][2])
+            bar.update(nbytes)
     if bar is not None:
         bar.close()
     if config.tie_word_embeddings:
@@ -195,6 +189,30 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
     _init_buffers(model, config, target_device)
     model.eval()
     return model
+
+
+def _read_tensor(file: Path, name: str, shape: list[int], nbytes: int, device: torch.device,
+                 dtype: torch.dtype) -> torch.Tensor:
+    """Copy one tensor into a fresh buffer on device/dtype, CHUNK_BYTES of rows at a time.
+
+    The shard is opened (memory-mapped) per chunk and closed right after, so the mapped pages
+    we touched leave our RSS before the next chunk: the only transient is one chunk.
+    """
+    from safetensors import safe_open  # optional dependency (extra "local")
+
+    out = torch.empty(shape, dtype=dtype, device=device)
+    rows = shape[0] if shape else 1
+    step = max(1, CHUNK_BYTES * rows // max(nbytes, 1))
+    for start in range(0, rows, step):
+        with safe_open(str(file), framework="pt", device="cpu") as handle:
+            if not shape or step >= rows:
+                part = handle.get_tensor(name)
+            else:
+                part = handle.get_slice(name)[start:start + step]
+        target = out if not shape or step >= rows else out[start:start + step]
+        target.copy_(part)  # dtype conversion and device transfer happen here, once
+        del part
+    return out
 
 
 def _set_parameter(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
