@@ -250,6 +250,19 @@ def test_model_timeout(tmp_path: Path) -> None:
     assert result.steps[0].outcome == "error"
 
 
+def test_step_timeout_bounds_the_model_call(tmp_path: Path) -> None:
+    backend = BlockingBackend()
+    env = FormEnv()
+    agent = Agent(backend, env, dialect=JsonDialect("pc"), trace_dir=tmp_path / "t",
+                  step_timeout=0.3)
+    try:
+        result = agent.run("press plus")
+    finally:
+        backend.release.set()
+    assert result.status == "error" and "did not answer within" in (result.error or "")
+    assert env.executed == []
+
+
 def test_stop_from_another_thread_between_steps(tmp_path: Path) -> None:
     env = FormEnv()
     agent = make_agent([click("plus")] * 10, env, tmp_path)
