@@ -388,3 +388,47 @@ def test_key_aliases_and_os_names() -> None:
         keymap.canonical_key("warp")
     with pytest.raises(ActionError, match="empty key combination"):
         keymap.parse_combo("  ")
+
+
+# -- end to end: the agent loop with real GLM-4.1V PC answers --------------------------
+
+def test_agent_completes_a_task_in_the_tk_app(display: VirtualDisplay, env: DesktopEnv, app: TkApp,
+                                              tmp_path) -> None:
+    """Scripted answers in GLM-4.1V's PC format (0-1000 point grid), parsed by the real
+    dialect, executed by DesktopEnv on the real app; the replay stands in for the 9B model."""
+    from glmv_agent.agent import Agent
+    from glmv_agent.backends.replay import ReplayBackend
+
+    width, height = app.screen
+
+    def grid(px: int, py: int) -> str:
+        return f"[{round((px + 0.5) / width * 1000)},{round((py + 0.5) / height * 1000)}]"
+
+    def reply(thought: str, call: str) -> str:
+        return f"<think>{thought}</think><answer>{thought}\n{call}\nMemory: []</answer>"
+
+    bx1, by1, bx2, by2 = app.ready["box"]
+    box_centre = ((bx1 + bx2) // 2, (by1 + by2) // 2)
+    answers = [
+        reply("I click the text field first.", f"left_click(start_box='{grid(*app.centre_pixel('entry'))}', element_info='entry')"),
+        reply("Now I type the greeting.", "type(content='Grüße aus 北京')"),
+        reply("I drag the red box to the right.",
+              f"left_drag(start_box='{grid(*box_centre)}', end_box='{grid(box_centre[0] + 200, box_centre[1] + 50)}')"),
+        reply("I scroll the list down.", f"scroll(start_box='{grid(*app.centre_pixel('listbox'))}', direction='down', step=2)"),
+        reply("Everything is done.", "DONE()"),
+    ]
+    app.mark()
+    agent = Agent(ReplayBackend(answers), env, family="glm-4.1v", settle_time=0,
+                  trace_dir=tmp_path / "trace")
+    result = agent.run("Type a greeting, move the red box right and scroll the list")
+
+    assert result.status == "success", result.error
+    assert [record.action["type"] for record in result.steps] == ["click", "type", "drag", "scroll", "done"]
+    assert [record.outcome for record in result.steps] == ["executed"] * 4 + ["terminal"]
+    assert final_entry(app, "Grüße aus 北京") == "Grüße aus 北京"
+    (sx, sy), (ex, ey) = result.steps[2].env_points
+    dragged = app.wait_for(lambda e: e["event"] == "dragged")
+    assert dragged["box"] == [bx1 + ex - sx, by1 + ey - sy, bx2 + ex - sx, by2 + ey - sy]
+    assert app.wait_for(lambda e: e["event"] == "wheel" and e["counts"]["down"] == 2)["yfirst"] > 0
+    lines = (tmp_path / "trace" / "steps.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 5
