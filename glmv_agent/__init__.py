@@ -15,7 +15,7 @@ from .actions import (
 )
 from .errors import (
     ActionError, ActionRefusedError, BackendError, CheckpointError, ConfigError, EnvError,
-    GlmvAgentError, InputError, ParseError, StoppedError, UnsupportedActionError,
+    GlmvAgentError, InputError, ParseError, StoppedError, TaskFailedError, UnsupportedActionError,
 )
 
 __version__ = "0.1.0"
@@ -34,6 +34,8 @@ _LAZY = {
     "LocalBackend": ".backends.local",
     "OpenAIBackend": ".backends.openai",
     "ReplayBackend": ".backends.replay",
+    "PageAgent": ".page_agent",
+    "AsyncPageAgent": ".page_agent",
 }
 
 
@@ -48,5 +50,6 @@ __all__ = [
     "Action", "BaseAction", "Box", "Point", "Target", "action_from_dict", "action_from_json",
     "register_action", "registered_actions", "ActionError", "ActionRefusedError",
     "BackendError", "CheckpointError", "ConfigError", "EnvError", "GlmvAgentError",
-    "InputError", "ParseError", "StoppedError", "UnsupportedActionError", *_LAZY,
+    "InputError", "ParseError", "StoppedError", "TaskFailedError", "UnsupportedActionError",
+    *_LAZY,
 ]

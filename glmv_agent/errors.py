@@ -58,3 +58,15 @@ class BackendError(GlmvAgentError):
 
 class StoppedError(GlmvAgentError):
     """The run was stopped from outside (Agent.stop())."""
+
+
+class TaskFailedError(GlmvAgentError):
+    """A page-agent command (act, click, query, ...) did not do what was asked.
+
+    `result` is the agent's `RunResult` of that command when there is one (status, steps,
+    trace directory), so the caller can see how far it got.
+    """
+
+    def __init__(self, message: str, *, result: object | None = None) -> None:
+        super().__init__(message)
+        self.result = result
