@@ -105,11 +105,12 @@ class FakeAdbServer:
         return self
 
     def stop(self) -> None:
+        # Stop the accept loop before closing: closing a socket another thread is about to
+        # accept() on lets a new socket reuse its fd number and be served by this old loop.
         self._stop.set()
-        try:
-            self._sock.close()
-        except OSError:
-            pass
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._sock.close()
 
     def __enter__(self) -> FakeAdbServer:
         return self.start()
@@ -126,9 +127,12 @@ class FakeAdbServer:
 
     # -- protocol -----------------------------------------------------------------------
     def _serve(self) -> None:
+        self._sock.settimeout(0.1)  # poll, so that stop() is seen promptly
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()

@@ -511,3 +511,49 @@ def test_failing_remote_command_exit_code_is_reported(server):
     env = open_env(server)
     with pytest.raises(EnvError, match="exit code 137"):
         env.execute(Click(target=Target.at(0.5, 0.5)))
+
+
+# -- end to end: Agent + ReplayBackend + AutoGLM-Phone dialect + AndroidEnv --------------
+
+
+def test_agent_runs_autoglm_phone_task_against_fake_adb(server, tmp_path):
+    from glmv_agent.agent import Agent
+    from glmv_agent.backends.replay import ReplayBackend
+
+    phone = server.device(SERIAL)
+    wechat_window = fixture("dumpsys_window_android14.txt").replace(
+        "com.android.settings/com.android.settings.Settings", "com.tencent.mm/com.tencent.mm.ui.LauncherUI"
+    ).replace("com.android.settings/.Settings", "com.tencent.mm/.ui.LauncherUI")
+
+    def launcher(command: str):
+        # The fake phone's foreground app follows the launch, as a real one would.
+        if command.startswith("monkey -p com.tencent.mm "):
+            phone.set("dumpsys window", wechat_window)
+        return None
+
+    phone.handlers.insert(0, launcher)
+    phone.set("ime list -a -s", fixture("ime_list_adbkeyboard.txt"))
+    backend = ReplayBackend([
+        '<think>先打开微信</think><answer>do(action="Launch", app="微信")</answer>',
+        '<think>点搜索框</think><answer>do(action="Tap", element=[500,100])</answer>',
+        '<think>输入</think><answer>do(action="Type", text="你好")</answer>',
+        '<think>返回</think><answer>do(action="Back")</answer>',
+        '<think>完成</think><answer>finish(message="已发送")</answer>',
+    ])
+    env = open_env(server)
+    agent = Agent(backend, env, family="autoglm-phone", trace_dir=tmp_path / "trace",
+                  settle_time=0, max_steps=10)
+    result = agent.run("在微信里搜索你好")
+    assert result.status == "success", result.error
+    assert result.answer == "已发送"
+    actions = [c for c in phone.commands if c.startswith(("monkey", "input", "am broadcast -a ADB_INPUT"))]
+    encoded = base64.b64encode("你好".encode()).decode()
+    # [500, 100] on the 0-999 grid of a 1080x2400 screenshot lands on pixel (540, 240).
+    assert actions[:2] == [
+        "monkey -p com.tencent.mm -c android.intent.category.LAUNCHER 1", "input tap 540 240",
+    ]
+    assert actions[2:] == [f"am broadcast -a ADB_INPUT_B64 --es msg {encoded}", "input keyevent KEYCODE_BACK"]
+    # The model was told which app is in front: Settings first, WeChat after the launch.
+    first, second = backend.messages[0], backend.messages[1]
+    assert "Settings" in str(first[-1]["content"]) and "微信" in str(second[-1]["content"])
+    assert (tmp_path / "trace" / "steps.jsonl").exists()
