@@ -29,7 +29,7 @@ from importlib import resources
 from typing import ClassVar, Literal
 
 from ..actions import (
-    Click, DoubleClick, Key, LongPress, NavigateBack, NavigateHome, OpenApp, Scroll, Swipe,
+    BaseAction, Click, DoubleClick, Key, LongPress, NavigateBack, NavigateHome, OpenApp, Scroll, Swipe,
     Target, TypeText, Wait,
 )
 from ..errors import ActionError, ActionRefusedError, EnvError, UnsupportedActionError
@@ -316,7 +316,9 @@ class AndroidEnv(Environment):
         if self.settle_delay > 0:
             time.sleep(self.settle_delay)
 
-    def _done(self, action, points: list[tuple[int, int]], detail: str = "") -> ActionOutcome:  # type: ignore[no-untyped-def]
+    def _done(
+        self, action: BaseAction, points: list[tuple[int, int]], detail: str = ""
+    ) -> ActionOutcome:
         self._settle()
         return ActionOutcome(action=action, env_points=[(float(x), float(y)) for x, y in points], detail=detail)
 
