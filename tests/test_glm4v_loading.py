@@ -218,3 +218,24 @@ def test_peak_rss_stays_near_one_copy(tmp_path: Path):
     # Tighter: growth is one copy plus slack; a loader that keeps shard pages mapped while
     # copying (or holds two copies) grows by ~2x.
     assert grown < 1.15 * size + 64e6
+
+
+def test_tied_embeddings_checkpoint_without_head(ckpt: Path):
+    edit_json(ckpt / "config.json", lambda d: d.update(tie_word_embeddings=True))
+    shard = shard_of(ckpt, "lm_head.weight")
+    rewrite_shard(ckpt, shard, lambda t: t.pop("lm_head.weight"))
+    edit_json(ckpt / "model.safetensors.index.json", lambda d: d["weight_map"].pop("lm_head.weight"))
+    model = load_model(ckpt, dtype="float32")
+    assert model.lm_head.weight is model.model.language_model.embed_tokens.weight
+    hidden = torch.randn(1, 1, 64)
+    assert torch.equal(model.lm_head(hidden), hidden @ model.model.language_model.embed_tokens.weight.T)
+
+
+def test_cli_writes_a_loadable_checkpoint(tmp_path: Path):
+    out = tmp_path / "cli"
+    subprocess.run([sys.executable, "-m", "glmv_agent.glm4v.tiny", str(out), "--layers", "1",
+                    "--dtype", "bf16", "--flat", "--shards", "3"], check=True, capture_output=True)
+    assert len(list(out.glob("model-0000?-of-00003.safetensors"))) == 3
+    model = load_model(out, dtype="bfloat16")
+    assert model.config.text.num_layers == 1 and model.config.vision.depth == 1
+    assert "text_config" not in json.loads((out / "config.json").read_text())
