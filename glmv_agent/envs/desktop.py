@@ -349,11 +349,14 @@ class DesktopEnv(Environment):
         with self._input_errors():
             gui = self._gui()
             gui.moveTo(*start)
-            gui.mouseDown(button="left")
+            # dragTo = mouseDown, a gradual move, mouseUp; on macOS it sends real drag
+            # events where a plain move with the button down would not.
             try:
-                gui.moveTo(*end, duration=self.drag_duration)
-            finally:
-                gui.mouseUp(button="left")
+                gui.dragTo(*end, duration=self.drag_duration, button="left")
+            except Exception:
+                with contextlib.suppress(Exception):  # do not leave the button held down
+                    gui.mouseUp(button="left")
+                raise
         return ActionOutcome(action=action, env_points=[start, end])
 
     def _do_scroll(self, action: Scroll, observation: Observation) -> ActionOutcome:
