@@ -19,6 +19,17 @@ _LAZY = {
     "get_rope_index": ".rope",
     "write_tiny_checkpoint": ".tiny",
     "load_processor": ".processor",
+    "Glm4vProcessor": ".processor",
+    "Glm4vTokenizer": ".tokenizer",
+    "StreamDecoder": ".tokenizer",
+    "write_tokenizer_assets": ".tiny_assets",
+    "smart_resize": ".image_processing",
+    "Glm4vImageProcessor": ".image_processing",
+    "Glm4vVideoProcessor": ".video_processing",
+    "load": ".engine",
+    "Glm4vEngine": ".engine",
+    "GenerationConfig": ".generation",
+    "GenerationResult": ".generation",
 }
 
 
