@@ -20,7 +20,7 @@ import pytest
 
 from glmv_agent.actions import (
     Click, DoubleClick, Drag, Hover, Key, LongPress, MiddleClick, Point, RightClick, Scroll,
-    Swipe, Target, TypeText,
+    Swipe, Target, TypeText, Wait,
 )
 from glmv_agent.envs import keys as keymap
 from glmv_agent.envs._xvfb import VirtualDisplay
@@ -282,6 +282,12 @@ def test_mobile_actions_are_unsupported(env: DesktopEnv, app: TkApp) -> None:
         env.execute(Swipe(start=Target.at(0.5, 0.8), end=Target.at(0.5, 0.2)))
     with pytest.raises(UnsupportedActionError, match="long_press"):
         env.execute(LongPress(target=app.target("pad_a")))
+
+
+def test_wait_sleeps_and_reports(env: DesktopEnv) -> None:
+    assert env.execute(Wait(seconds=0.05)).detail == "waited 0.05s"
+    assert {"click", "double_click", "right_click", "middle_click", "hover", "drag", "scroll",
+            "key", "type", "wait"} == env.supported_actions()
 
 
 def test_own_corner_moves_do_not_trip_the_failsafe_but_a_human_does(
