@@ -108,6 +108,8 @@ class BaseAction(BaseModel):
 
     # Actions that end the episode (the loop stops after executing them).
     terminal: ClassVar[bool] = False
+    # Actions the agent records without touching the environment (model bookkeeping).
+    agent_side: ClassVar[bool] = False
 
     def targets(self) -> list[Target]:
         """Every target this action touches, for bounds checks and drawing."""

@@ -359,6 +359,13 @@ class Agent:
         if isinstance(action, (Done, Answer, TakeOver)):
             self._agent_action(action, record, observation, step)
             return
+        if action.agent_side:
+            # Bookkeeping the model does for itself (e.g. AutoGLM's Note): nothing to
+            # execute, but it belongs to the history like any executed step.
+            record.outcome, record.detail = "executed", "recorded (no environment action)"
+            self._history.append(HistoryItem(step=step, screenshot=observation.model_image(),
+                                             observation_text=record.observation_text))
+            return
         if self._is_loop(action, observation, record):
             return
         try:
@@ -490,10 +497,13 @@ class Agent:
 
     def _confirmed(self, action: BaseAction, step: Step, record: StepRecord) -> bool:
         if self.confirm is None:
-            logger.warning("executing sensitive action %s without confirmation (%s): no "
-                           "confirm callback was given", action.type, record.sensitive)
-            return True
-        record.confirmed = bool(self.confirm(action, step))
+            # Safe default: nobody can approve it, so it does not happen.
+            logger.warning("sensitive action %s denied (%s): no confirm callback was given; "
+                           "pass confirm=... to approve such actions", action.type,
+                           record.sensitive)
+            record.confirmed = False
+        else:
+            record.confirmed = bool(self.confirm(action, step))
         if record.confirmed:
             return True
         self._reject(

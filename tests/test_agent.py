@@ -120,6 +120,28 @@ def test_confirm_deny_then_allow(tmp_path: Path) -> None:
     assert "did not allow" in prompt_text(agent.backend.messages[1])
 
 
+def test_sensitive_action_without_confirm_callback_is_denied(tmp_path: Path) -> None:
+    env = FormEnv()
+    delete = click("delete", think="I will delete all items now")
+    agent = make_agent([delete, DONE], env, tmp_path)  # no confirm callback
+    result = agent.run("clear the list")
+    assert [r.outcome for r in result.steps] == ["denied", "terminal"]
+    assert result.steps[0].confirmed is False
+    assert not env.state.deleted and env.executed == []
+
+
+def test_agent_side_actions_are_recorded_not_executed(tmp_path: Path) -> None:
+    from glmv_agent.dialects.autoglm import Note
+
+    env = FormEnv()
+    note = answer(Note(message="the price is 12").to_dict())
+    agent = make_agent([note, click("plus"), DONE], env, tmp_path)
+    result = agent.run("remember the price, then press plus")
+    assert [r.outcome for r in result.steps] == ["executed", "executed", "terminal"]
+    assert [kind for kind, _ in env.executed] == ["click"]  # the note never reached the env
+    assert [h.step.action.type for h in agent.history] == ["note", "click"]
+
+
 def test_chinese_keywords_and_model_flag_need_confirmation(tmp_path: Path) -> None:
     env = FormEnv()
     asked: list[str] = []

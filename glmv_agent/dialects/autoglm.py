@@ -91,6 +91,7 @@ class Note(BaseAction):
 
     type: Literal["note"] = "note"
     message: str = ""
+    agent_side: ClassVar[bool] = True
 
 
 @register_action
@@ -99,6 +100,7 @@ class CallAPI(BaseAction):
 
     type: Literal["call_api"] = "call_api"
     instruction: str = ""
+    agent_side: ClassVar[bool] = True
 
 
 def format_date(day: Date, lang: str) -> str:
