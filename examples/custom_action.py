@@ -76,7 +76,8 @@ def note_handler(folder: Path):
 
 
 def scripted(thought: str, action: str) -> str:
-    return f"<think>{thought}</think><answer>Thought: {thought}\nAction: {action}\nMemory_Updated: {{}}</answer>"
+    return (f"<think>{thought}</think><answer>Thought: {thought}\nAction: {action}\n"
+            "Memory_Updated: {}</answer>")
 
 
 SCRIPTED = [  # for --replay; [0] is the demo app's search box

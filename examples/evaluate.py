@@ -43,7 +43,8 @@ from glmv_agent.errors import GlmvAgentError
 
 
 def scripted(thought: str, action: str) -> str:
-    return f"<think>{thought}</think><answer>Thought: {thought}\nAction: {action}\nMemory_Updated: {{}}</answer>"
+    return (f"<think>{thought}</think><answer>Thought: {thought}\nAction: {action}\n"
+            "Memory_Updated: {}</answer>")
 
 
 DEMO_TASKS: list[dict[str, Any]] = [

@@ -29,7 +29,8 @@ from glmv_agent.demo import demo_dir, serve_directory
 
 def scripted(thought: str, action: str) -> str:
     """An answer in GLM-4.1V's web format, written by hand for --replay."""
-    return f"<think>{thought}</think><answer>Thought: {thought}\nAction: {action}\nMemory_Updated: {{}}</answer>"
+    return (f"<think>{thought}</think><answer>Thought: {thought}\nAction: {action}\n"
+            "Memory_Updated: {}</answer>")
 
 
 # One answer per model call of main() below; set-of-marks labels of the demo app:
