@@ -251,10 +251,18 @@ class _Commands:
 
     def _confirm(self, agent: Agent, action: BaseAction, step: dict[str, Any] | None,
                  sensitive: str | None) -> None:
-        """The confirmation the loop skipped in its dry run, for a sensitive click."""
-        if not sensitive or agent.confirm is None:
+        """The confirmation the loop skipped in its dry run, for a sensitive click.
+
+        As in `Agent`: without a `confirm` callback nobody can approve it, so it is denied.
+        """
+        if not sensitive:
             return
-        parsed = Step.model_validate(step) if step else Step(action=action)
+        if agent.confirm is None:
+            raise ActionRefusedError(
+                f"the click is sensitive ({sensitive}) and no confirm callback was given; "
+                "nothing was clicked (pass confirm=... to PageAgent to approve such clicks)"
+            )
+        parsed = Step.model_validate({**step, "action": action}) if step else Step(action=action)
         if not agent.confirm(action, parsed):
             raise ActionRefusedError(
                 f"the user did not allow the click ({sensitive}); nothing was clicked"

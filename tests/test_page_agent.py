@@ -230,7 +230,10 @@ def test_async_page_agent_on_an_async_playwright_page(server: PageServer) -> Non
                                                args=list(CHROMIUM_ARGS))
             page = await chromium.new_page(viewport={"width": 1000, "height": 700})
             await page.goto(server.url("form.html"))
-            async with AsyncPageAgent(page, backend, settle_time=0) as agent:
+            # "Send" is a sensitive click (messaging): approve it as a user would.
+            allowed: list[str] = []
+            async with AsyncPageAgent(page, backend, settle_time=0,
+                                      confirm=lambda a, s: allowed.append(a.type) or True) as agent:
                 result = await agent.act("Type the name Grace Hopper")
                 after_act = await page.evaluate("document.getElementById('result').textContent")
                 await page.fill("#name", "Grace Hopper")  # the user's own script goes on
@@ -238,7 +241,8 @@ def test_async_page_agent_on_an_async_playwright_page(server: PageServer) -> Non
                 name = await agent.query("Which name does the result show?")
                 await agent.assert_that("the result shows Grace Hopper")
             facts = {"status": result.status, "after_act": json.loads(after_act),
-                     "name": name, "open": not page.is_closed(), "title": await page.title()}
+                     "name": name, "open": not page.is_closed(), "title": await page.title(),
+                     "allowed": allowed}
             await chromium.close()
             return facts
 
@@ -259,4 +263,26 @@ def test_async_page_agent_on_an_async_playwright_page(server: PageServer) -> Non
     assert box["status"] == "answered" and box["name"] == "Grace Hopper"
     assert box["after_act"]["name"] == "Grace Hopper"
     assert box["open"] and box["title"] == "Form"
+    assert box["allowed"] == ["click"]
     assert backend.remaining == 0
+
+
+def test_a_sensitive_click_needs_confirmation(page: Any, server: PageServer) -> None:
+    page.goto(server.url("buttons.html"))
+    # The model's own thinking mentions deleting: the policy flags the click as sensitive.
+    deleting = answer("Button One will delete the account; I click it.", "Click [0]")
+    from glmv_agent.errors import ActionRefusedError
+
+    agent = PageAgent(page, ReplayBackend([deleting]), settle_time=0)
+    with pytest.raises(ActionRefusedError, match="no confirm callback"):
+        agent.click("the delete account button")
+    asked: list[str] = []
+    agent = PageAgent(page, ReplayBackend([deleting, deleting]), settle_time=0,
+                      confirm=lambda action, step: asked.append(action.type) or False)
+    with pytest.raises(ActionRefusedError, match="did not allow"):
+        agent.click("the delete account button")
+    assert asked == ["click"] and log(page) == []
+    agent = PageAgent(page, ReplayBackend([deleting]), settle_time=0,
+                      confirm=lambda action, step: True)
+    agent.click("the delete account button")
+    assert [entry.split()[:2] for entry in log(page)] == [["click", "b1"]]
