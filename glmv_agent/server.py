@@ -370,6 +370,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:  # tell keep-alive clients not to reuse this socket
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(payload)
 

@@ -202,11 +202,28 @@ def test_concurrent_requests_are_queued(base_url: str, engine: Glm4vEngine) -> N
     assert results == [expected] * 4
 
 
-def test_queue_limit_answers_503(base_url: str, server: GlmvHTTPServer) -> None:
-    server.waiting = server.config.max_queue  # as if the queue were full
+def test_queue_limit_answers_503(base_url: str, server: GlmvHTTPServer,
+                                 engine: Glm4vEngine) -> None:
+    """With the engine busy and the queue full, a new request is refused, not piled up."""
+    limit = server.config.max_queue
+    server.config.max_queue = 1
+    engine._lock.acquire()  # the engine is busy with someone else's generation
+    waiting: list[httpx.Response] = []
+    first = threading.Thread(target=lambda: waiting.append(httpx.post(
+        f"{base_url}/chat/completions", timeout=120,
+        json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 2})))
     try:
+        first.start()
+        for _ in range(200):  # until the first request holds the only queue slot
+            if server.waiting == 1:
+                break
+            threading.Event().wait(0.05)
+        assert server.waiting == 1
         reply = httpx.post(f"{base_url}/chat/completions",
                            json={"messages": [{"role": "user", "content": "x"}]})
         assert reply.status_code == 503 and "busy" in reply.json()["error"]["message"]
     finally:
-        server.waiting = 0
+        engine._lock.release()
+        first.join(120)
+        server.config.max_queue = limit
+    assert waiting and waiting[0].status_code == 200  # the queued one was served
