@@ -94,6 +94,7 @@ class Agent:
         settle_time: float = 0.5,
         confirm: ConfirmCallback | None = None,
         on_take_over: TakeOverCallback | None = None,
+        on_text: Callable[[str], None] | None = None,
         dry_run: bool = False,
         secrets: dict[str, str] | None = None,
         trace_dir: str | Path | None = None,
@@ -129,6 +130,7 @@ class Agent:
         self.settle_time = settle_time
         self.confirm = confirm
         self.on_take_over = on_take_over
+        self.on_text = on_text
         self.dry_run = dry_run
         self.vault = SecretVault(secrets)
         self.trace_dir = Path(trace_dir) if trace_dir is not None else None
@@ -429,11 +431,9 @@ class Agent:
         started = time.monotonic()
         try:
             if timeout is None:
-                text = self.backend.complete(messages, **self.generation)
+                text = self._generate(messages)
             else:
-                text = _call_with_timeout(
-                    lambda: self.backend.complete(messages, **self.generation), timeout
-                )
+                text = _call_with_timeout(lambda: self._generate(messages), timeout)
         finally:
             self._model_time += time.monotonic() - started
         if not isinstance(text, str):
@@ -441,6 +441,16 @@ class Agent:
                 f"{type(self.backend).__name__}.complete returned {type(text).__name__}, not str"
             )
         return text
+
+    def _generate(self, messages: list[Message]) -> str:
+        """The model's answer; streamed through `on_text` as it is generated, if set."""
+        if self.on_text is None:
+            return self.backend.complete(messages, **self.generation)
+        parts: list[str] = []
+        for delta in self.backend.stream(messages, **self.generation):
+            parts.append(delta)
+            self.on_text(self.vault.mask(delta))
+        return "".join(parts)
 
     def _agent_action(self, action: BaseAction, record: StepRecord, observation: Observation,
                       step: Step) -> None:

@@ -59,7 +59,7 @@ def _add_agent_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--trace-dir", type=Path, help="where to write the trace "
                        "(default: traces/<time>-<task>)")
     group.add_argument("--show-thinking", action="store_true",
-                       help="print the model's thinking after each step")
+                       help="stream the model's answers (thinking included) as they are generated")
     group.add_argument("--max-new-tokens", type=int, default=None)
     group.add_argument("--temperature", type=float, default=None)
 
@@ -224,11 +224,40 @@ def _describe_dict(action: dict[str, Any]) -> str:
     return describe_action(action)
 
 
+class StreamPrinter:
+    """Prints the model's answer as it streams, each line indented under its step."""
+
+    def __init__(self) -> None:
+        self.at_line_start = True
+
+    def __call__(self, delta: str) -> None:
+        for piece in delta.splitlines(keepends=True):
+            if self.at_line_start:
+                sys.stdout.write("        | ")
+            sys.stdout.write(piece.rstrip("\n"))
+            self.at_line_start = piece.endswith("\n")
+            if self.at_line_start:
+                sys.stdout.write("\n")
+        sys.stdout.flush()
+
+    def end(self) -> None:
+        if not self.at_line_start:
+            sys.stdout.write("\n")
+            self.at_line_start = True
+
+
 def run_agent(agent: Any, task: str, show_thinking: bool) -> Any:
-    """Run with live progress; Ctrl+C stops the agent cleanly and still returns a result."""
+    """Run with live progress; Ctrl+C stops the agent cleanly and still returns a result.
+
+    With `show_thinking`, the model's answers stream to the terminal as they are
+    generated (the agent was built with a `StreamPrinter` as `on_text`).
+    """
+    printer = agent.on_text if isinstance(agent.on_text, StreamPrinter) else None
     try:
         for record in agent.iter_run(task):
-            print_record(record, show_thinking)
+            if printer is not None:
+                printer.end()
+            print_record(record, show_thinking and printer is None)
     except KeyboardInterrupt:
         agent.stop()
         _out("interrupted: stopping")
@@ -268,6 +297,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         agent = Agent(
             model, env, family=args.family, max_steps=args.max_steps, dry_run=args.dry_run,
             confirm=make_confirm(args.confirm), on_take_over=take_over_prompt,
+            on_text=StreamPrinter() if args.show_thinking else None,
             trace_dir=args.trace_dir, allowed_domains=getattr(args, "allowed_domain", None),
             **agent_kwargs, **generation_kwargs(args),
         )

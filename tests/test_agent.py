@@ -445,3 +445,12 @@ def test_checkpoint_directory_runs_the_local_engine(tmp_path: Path, tiny_checkpo
     assert result.status == "error" and env.executed == []
     assert len(result.steps[0].attempts) == 2
     assert all(isinstance(a.response, str) for a in result.steps[0].attempts)
+
+
+def test_on_text_streams_the_answers(tmp_path: Path) -> None:
+    env = FormEnv()
+    streamed: list[str] = []
+    responses = [click("plus", think="press it"), DONE]
+    agent = make_agent(list(responses), env, tmp_path, on_text=streamed.append)
+    assert agent.run("press plus").status == "success"
+    assert "".join(streamed) == "".join(responses)

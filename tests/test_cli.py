@@ -101,9 +101,12 @@ def test_run_with_a_replay_file_on_a_local_page(tmp_path: Path) -> None:
     with serve_directory(demo_dir()) as url:
         result = cli("run", "Find the price of Dune", "--env", "web", "--url", url + "index.html",
                      "--set-of-marks", "--model", str(answers), "--trace-dir",
-                     str(tmp_path / "trace"), "--report")
+                     str(tmp_path / "trace"), "--report", "--show-thinking")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "status: answered" in result.stdout
+    # The model's answers were streamed to the terminal, indented under the steps.
+    assert "        | <think>I'm on the Pagebound Books homepage." in result.stdout
+    assert "        | Action: Type [0]; [Dune]" in result.stdout
     assert (tmp_path / "trace" / "report.html").is_file()
 
 
