@@ -7,7 +7,9 @@ action, says what it is about to do and flashes a marker where it will act, then
 `announce_delay` seconds so you can intervene. While a task runs, type `pause`,
 `resume` or `stop` (Ctrl+C stops too). Sensitive actions (payments, deletion, sending,
 passwords, or anything the model flags) are asked about at the prompt. A line starting
-with `?` asks a question about the screen: the model answers without acting.
+with `?` asks a question about the screen: the screenshot and the question go to the model
+as a plain visual question (the chat format every GLM-V model answers), nothing is done
+on the screen.
 
 The model backend is created once and reused by every task (a local checkpoint is loaded
 a single time).
@@ -29,9 +31,6 @@ from .errors import GlmvAgentError
 ConfirmPolicy = Literal["ask", "allow", "deny"]
 
 QUESTION_PREFIX = "?"
-QUESTION_TASK = (
-    "Answer this question about what is on the screen, without changing anything: {question}"
-)
 
 
 class AnnouncingEnv(Environment):
@@ -105,23 +104,35 @@ class DesktopAssistant:
         self._questions: queue.Queue[tuple[str, queue.Queue[str]]] = queue.Queue()
 
     # -- one task --------------------------------------------------------------------
-    def run_task(self, task: str, *, question: bool = False) -> Any:
+    def ask(self, question: str) -> str:
+        """Answer a question about the current screen; nothing is executed."""
+        from .dialects._syntax import split_response
+        from .messages import image, message
+
+        screenshot = self.env.observe().screenshot
+        raw = self.backend.complete([message("user", image(screenshot), question)])
+        _thinking, answer = split_response(raw)
+        for marker in ("<|begin_of_box|>", "<|end_of_box|>"):
+            answer = answer.replace(marker, "")
+        answer = answer.strip()
+        self.output(f"answer: {answer}")
+        return answer
+
+    def run_task(self, task: str) -> Any:
         """Run one task (blocking) and return its RunResult."""
         from .agent import Agent
         from .cli import print_record
 
         run_dir = self.trace_root / f"assistant-{len(self.results) + 1:03d}"
         agent = Agent(
-            self.backend, self.env, family=self.family,
-            max_steps=2 if question else self.max_steps, dry_run=self.dry_run or question,
-            confirm=self._confirm, on_take_over=self._take_over, trace_dir=run_dir,
-            **self.agent_kwargs,
+            self.backend, self.env, family=self.family, max_steps=self.max_steps,
+            dry_run=self.dry_run, confirm=self._confirm, on_take_over=self._take_over,
+            trace_dir=run_dir, **self.agent_kwargs,
         )
         self.agent = agent
-        text = QUESTION_TASK.format(question=task) if question else task
         try:
-            for record in agent.iter_run(text):
-                print_record(record, show_thinking=False)
+            for record in agent.iter_run(task):
+                print_record(record, show_thinking=False, output=self.output)
         finally:
             self.agent = None
         result = agent.result
@@ -138,7 +149,10 @@ class DesktopAssistant:
 
         def work() -> None:
             try:
-                self.run_task(task, question=question)
+                if question:
+                    self.ask(task)
+                else:
+                    self.run_task(task)
             except GlmvAgentError as exc:
                 self.output(f"error: {exc}")
 

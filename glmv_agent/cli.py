@@ -208,14 +208,20 @@ def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
-def print_record(record: Any, show_thinking: bool) -> None:
+def format_record(record: Any, show_thinking: bool) -> list[str]:
+    """The progress lines for one finished step."""
     action = _describe_dict(record.action) if record.action else "(no action)"
     total = record.timings.get("total", 0.0)
-    _out(f"step {record.index:>3}  {action}  [{record.outcome}] {total:.1f}s"
-         + (f"  {record.detail}" if record.detail else ""))
+    lines = [f"step {record.index:>3}  {action}  [{record.outcome}] {total:.1f}s"
+             + (f"  {record.detail}" if record.detail else "")]
     if show_thinking and record.step and record.step.get("thinking"):
-        for line in record.step["thinking"].strip().splitlines():
-            _out(f"        | {line}")
+        lines += [f"        | {line}" for line in record.step["thinking"].strip().splitlines()]
+    return lines
+
+
+def print_record(record: Any, show_thinking: bool, output: Callable[[str], None] = _out) -> None:
+    for line in format_record(record, show_thinking):
+        output(line)
 
 
 def _describe_dict(action: dict[str, Any]) -> str:

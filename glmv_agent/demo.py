@@ -80,7 +80,7 @@ def run_demo(model: Any = None, *, family: str = "glm-4.1v", headless: bool = Tr
             from .cli import print_record  # the same live progress lines as `run`
 
             for record in agent.iter_run(DEMO_TASK):
-                print_record(record, show_thinking=True)
+                print_record(record, show_thinking=True, output=output)
             result = agent.result
         finally:
             env.close()

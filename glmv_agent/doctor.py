@@ -98,7 +98,8 @@ def check_display() -> Check:
     try:
         import mss
 
-        with mss.mss() as capture:
+        factory = getattr(mss, "MSS", None) or mss.mss  # mss >= 10 renamed the class
+        with factory() as capture:
             monitors = capture.monitors[1:]
         sizes = ", ".join(f"{m['width']}x{m['height']}" for m in monitors)
         return Check("display", "ok", f"{display}: {len(monitors)} monitor(s) {sizes}")
