@@ -46,7 +46,7 @@ class LocalBackend(Backend):
     name = "local"
 
     def __init__(self, path_or_engine: Any = "model", *, device: str = "auto", dtype: Any = None,
-                 compile_decode: bool = False, **defaults: Any) -> None:
+                 **defaults: Any) -> None:
         from ..glm4v.engine import Glm4vEngine, load  # torch is imported only here
 
         if isinstance(path_or_engine, Glm4vEngine):
@@ -54,7 +54,7 @@ class LocalBackend(Backend):
         else:
             path = Path(path_or_engine)
             _check_checkpoint(path)
-            self.engine = load(path, device=device, dtype=dtype, compile_decode=compile_decode)
+            self.engine = load(path, device=device, dtype=dtype)
         self.defaults = defaults
         self._options({})  # validate the defaults now, not at the first step
 

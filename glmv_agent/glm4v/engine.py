@@ -60,7 +60,7 @@ class Glm4vEngine:
     """Model + processor + generation defaults, ready to answer chat messages."""
 
     def __init__(self, model: Any, processor: Any, defaults: GenerationConfig, *,
-                 path: str | Path | None = None, compile_decode: bool = False) -> None:
+                 path: str | Path | None = None, step_fn: Any = decode_one_token) -> None:
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -70,8 +70,8 @@ class Glm4vEngine:
         self.think_ids = (self.tokenizer.encode(_THINK_OPEN), self.tokenizer.encode(_THINK_CLOSE))
         pad = model.config.pad_token_id
         self.pad_token_id = int(pad if pad is not None else defaults.eos_token_ids[0])
-        # The hot step as a switch: compiled once, shapes vary only with the cache length.
-        self._step = torch.compile(decode_one_token, dynamic=True) if compile_decode else decode_one_token
+        # The hot decode step; pass a compiled / CUDA-graphed variant of decode_one_token here.
+        self._step = step_fn
 
     @property
     def device(self) -> torch.device:
@@ -160,7 +160,7 @@ class Glm4vEngine:
 
 
 def load(path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
-         *, compile_decode: bool = False, progress: bool | None = None) -> Glm4vEngine:
+         *, progress: bool | None = None) -> Glm4vEngine:
     """Load a checkpoint directory into an engine.
 
     device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:N".
@@ -182,7 +182,7 @@ def load(path: str | Path, device: str | torch.device = "auto", dtype: str | tor
     processor = load_processor(directory)
     defaults = read_generation_defaults(directory, model.config.eos_token_ids)
     logger.info("engine ready: %s on %s (%s)", directory, target, model.dtype)
-    return Glm4vEngine(model, processor, defaults, path=directory, compile_decode=compile_decode)
+    return Glm4vEngine(model, processor, defaults, path=directory)
 
 
 # ---- module-level convenience: one cached engine per (path, device, dtype) -------------

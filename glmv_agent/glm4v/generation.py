@@ -361,8 +361,6 @@ def decode_n_tokens(
     attention_mask = inputs.get("attention_mask")
     if attention_mask is not None and batch > 1 and bool((attention_mask[:, -1] == 0).any()):
         raise InputError("batched prompts must be left-padded (attention_mask[:, -1] must be all ones)")
-    if batch > 1 and not config.greedy:
-        logger.debug("sampling a batch of %d rows", batch)
 
     stream = stream or TokenStream(batch)
     stream.batch_size = batch
