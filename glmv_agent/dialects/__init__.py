@@ -45,8 +45,19 @@ def register_dialect(cls: type[Dialect]) -> type[Dialect]:
 for _cls in (GLM41VDialect, GLM45VDialect, AutoGLMDialect):
     register_dialect(_cls)
 
-# Canonical family names known right now (registered families included).
-FAMILIES: tuple[str, ...] = tuple(_DIALECTS)
+
+
+def __getattr__(name: str) -> Any:
+    # `FAMILIES` is computed on each access so families added later by
+    # `register_dialect` are listed too (a constant would freeze the built-in three).
+    if name == "FAMILIES":
+        return tuple(_DIALECTS)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def canonical_families() -> tuple[str, ...]:
+    """Canonical family names registered right now, in registration order."""
+    return tuple(_DIALECTS)
 
 
 def families() -> list[str]:
@@ -94,5 +105,5 @@ def parse(text: str, model: str = "glm-4.1v", platform: str = "pc") -> Step:
 
 __all__ = [
     "AutoGLMDialect", "Dialect", "FAMILIES", "GLM41VDialect", "GLM45VDialect", "HistoryItem",
-    "Step", "dialect_class", "families", "get_dialect", "parse", "register_dialect",
+    "Step", "canonical_families", "dialect_class", "families", "get_dialect", "parse", "register_dialect",
 ]

@@ -452,6 +452,30 @@ def latest_memory(history: list[HistoryItem], empty: str) -> str:
 
 
 # ------------------------------------------------------------------------------ dialect
+# The canonical actions each platform's action vocabulary can express (GLM-4.1V and
+# GLM-4.5V share the vocabularies).
+SUPPORTED_ACTIONS: dict[str, frozenset[str]] = {
+    "mobile": frozenset({"click", "long_press", "type", "key", "navigate_home",
+                         "navigate_back", "swipe", "open_app", "wait", "answer", "done"}),
+    "pc": frozenset({"click", "right_click", "middle_click", "hover", "double_click", "drag",
+                     "key", "type", "scroll", "wait", "done"}),
+    "web": frozenset({"click", "type", "scroll", "wait", "navigate_back", "goto", "answer",
+                      "key"}),
+}
+
+
+def parse_answer(text: str, platform: str, grid_max: int, pc_expected: str = PC_EXPECTED) -> Step:
+    """Parse one answer in the platform's vocabulary (shared by GLM-4.1V and GLM-4.5V)."""
+    if not isinstance(text, str):
+        raise ParseError(f"model output must be text, got {type(text).__name__}",
+                         expected="text")
+    if platform == "mobile":
+        return parse_mobile(text, grid_max)
+    if platform == "pc":
+        return parse_pc(text, grid_max, expected=pc_expected)
+    return parse_web(text)
+
+
 class GLM41VDialect(Dialect):
     """GLM-4.1V-9B-Thinking on AndroidWorld (mobile), OSWorld (pc) and WebVoyager (web)."""
 
@@ -506,24 +530,10 @@ class GLM41VDialect(Dialect):
 
     # -- parsing ------------------------------------------------------------------
     def parse(self, text: str) -> Step:
-        if not isinstance(text, str):
-            raise ParseError(f"model output must be text, got {type(text).__name__}",
-                             expected="text")
-        if self.platform == "mobile":
-            return parse_mobile(text, self.grid_max)
-        if self.platform == "pc":
-            return parse_pc(text, self.grid_max)
-        return parse_web(text)
+        return parse_answer(text, self.platform, self.grid_max)
 
     def supported_actions(self) -> set[str]:
-        return {
-            "mobile": {"click", "long_press", "type", "key", "navigate_home", "navigate_back",
-                       "swipe", "open_app", "wait", "answer", "done"},
-            "pc": {"click", "right_click", "middle_click", "hover", "double_click", "drag",
-                   "key", "type", "scroll", "wait", "done"},
-            "web": {"click", "type", "scroll", "wait", "navigate_back", "goto", "answer",
-                    "key"},
-        }[self.platform]
+        return set(SUPPORTED_ACTIONS[self.platform])
 
 
 __all__ = ["GLM41VDialect", "COORDINATES", "ANDROID_WORLD_APPS"]

@@ -34,12 +34,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, ClassVar
 
 from ..envs.base import Observation, Platform
-from ..errors import ParseError
 from ..messages import Message, Part, image, message, text
 from ._history import action_text, half_size, load_template, recent_screenshots, render
 from .base import Dialect, HistoryItem, Step
 from .glm41v import (
-    elements_text, latest_memory, mobile_history, parse_mobile, parse_pc, parse_web,
+    SUPPORTED_ACTIONS, elements_text, latest_memory, mobile_history, parse_answer,
     web_previous_actions,
 )
 
@@ -135,24 +134,10 @@ class GLM45VDialect(Dialect):
 
     # -- parsing ------------------------------------------------------------------
     def parse(self, text: str) -> Step:
-        if not isinstance(text, str):
-            raise ParseError(f"model output must be text, got {type(text).__name__}",
-                             expected="text")
-        if self.platform == "mobile":
-            return parse_mobile(text, self.grid_max)
-        if self.platform == "pc":
-            return parse_pc(text, self.grid_max, expected=_PC_EXPECTED)
-        return parse_web(text)
+        return parse_answer(text, self.platform, self.grid_max, pc_expected=_PC_EXPECTED)
 
     def supported_actions(self) -> set[str]:
-        return {
-            "mobile": {"click", "long_press", "type", "key", "navigate_home", "navigate_back",
-                       "swipe", "open_app", "wait", "answer", "done"},
-            "pc": {"click", "right_click", "middle_click", "hover", "double_click", "drag",
-                   "key", "type", "scroll", "wait", "done"},
-            "web": {"click", "type", "scroll", "wait", "navigate_back", "goto", "answer",
-                    "key"},
-        }[self.platform]
+        return set(SUPPORTED_ACTIONS[self.platform])
 
 
 _PC_EXPECTED = (
