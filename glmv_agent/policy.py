@@ -4,7 +4,9 @@
 environment cannot do, a URL outside the allowed domains, an over-long text) by raising
 `ActionRefusedError` / `UnsupportedActionError`. `Policy.sensitivity` says why an
 otherwise valid action needs the user's confirmation (typing into a password field, a
-purchase, deletion, sending a message, a payment, or the model's own `sensitive` flag).
+purchase, deletion, sending a message, a payment, or the model's own `sensitive` flag). Keywords are looked
+for in what the action itself does (typed text, target element text, the step's
+explanation), not in the whole reasoning, which restates the task at every step.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ HARMLESS_ACTIONS = frozenset({
     "scroll", "wait", "hover", "answer", "done", "take_over", "navigate_back",
     "navigate_home", "swipe", "drag",
 })
+
+# How many closing sentences of the thinking count as the decision when a family's answer
+# has no separate explanation (AutoGLM puts everything in <think>). One: the sentence
+# before it usually restates the task ("to delete them I first open ...").
+DECISION_SENTENCES = 1
 
 
 def load_keywords() -> dict[str, dict[str, list[str]]]:
@@ -127,23 +134,46 @@ class Policy:
             return "typing into a password field"
         if action.type in HARMLESS_ACTIONS:
             return None
-        texts = [action.reason or ""]
-        if isinstance(action, TypeText):
-            texts.append(action.text)
-        if step is not None:
-            texts += [step.thinking or "", step.explanation or ""]
-        texts += self._element_texts(action, observation)
-        text = "\n".join(t for t in texts if t)
+        text = "\n".join(t for t in self._decision_texts(action, step, observation) if t)
         for category, pattern in self._patterns.items():
             match = pattern.search(text) if pattern is not None else None
             if match:
                 return f"{category}: the model mentions {match.group(0)!r}"
         return None
 
+    def _decision_texts(
+        self, action: BaseAction, step: Step | None, observation: Observation
+    ) -> list[str]:
+        """The texts that say what *this* action does: its own text, the target element's
+        text and the step's explanation. Long reasoning is left out on purpose: it restates
+        the task ("delete the old drafts...") at every step, so scanning it would ask for
+        confirmation of every harmless click of such a task. Only when a family gives no
+        explanation does the end of the thinking (where the model states its decision)
+        stand in for it."""
+        texts = [action.reason or ""]
+        if isinstance(action, TypeText):
+            texts.append(action.text)
+        if step is not None:
+            explanation = (step.explanation or "").strip()
+            texts.append(explanation or last_sentences(step.thinking or ""))
+        texts += self._element_texts(action, observation)
+        return texts
+
     @staticmethod
     def _element_texts(action: BaseAction, observation: Observation) -> list[str]:
         labels = {t.element for t in action.targets() if t.element is not None}
         return [e.text for e in observation.elements or [] if e.label in labels]
+
+
+# An English sentence ends with punctuation *and* a space ("3.5" stays whole); a Chinese one
+# with its full-width punctuation alone.
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])\s*|\n+")
+
+
+def last_sentences(text: str, count: int = DECISION_SENTENCES) -> str:
+    """The last `count` sentences of `text` (EN or ZH punctuation, or line breaks)."""
+    sentences = [part.strip() for part in _SENTENCE_END.split(text) if part.strip()]
+    return " ".join(sentences[-count:])
 
 
 def _keyword_pattern(words: dict[str, list[str]]) -> re.Pattern[str] | None:

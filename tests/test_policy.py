@@ -12,7 +12,7 @@ from glmv_agent.dialects.base import Step
 from glmv_agent.envs.base import Element, Observation
 from glmv_agent.errors import ActionRefusedError, UnsupportedActionError
 from glmv_agent.geometry import ScreenMapping, viewport_mapping
-from glmv_agent.policy import Policy, load_keywords
+from glmv_agent.policy import Policy, last_sentences, load_keywords
 
 SUPPORTED = {"click", "type", "key", "scroll", "goto"}
 
@@ -160,3 +160,38 @@ def test_secret_vault() -> None:
         SecretVault({"my pw": "x1234"})
     with pytest.raises(ConfigError, match="non-empty"):
         SecretVault({"pw": ""})
+
+
+def test_task_words_in_long_thinking_do_not_ask_at_every_step() -> None:
+    """A deletion task restates "delete" in its reasoning at every step; only what this
+    action does (its text, its element, the step's explanation) may ask for confirmation."""
+    p = Policy()
+    thinking = ("The user wants me to delete the old drafts. To delete them I first need "
+                "the Drafts folder, which is in the sidebar. I will open it.")
+    open_folder = Click(target=Target.of_element(4))  # element 4 is "Home"
+    assert p.sensitivity(open_folder, step(open_folder, thinking, "Open the Drafts folder"),
+                         obs()) is None
+    # AutoGLM-style: no explanation, everything in the thinking; its closing decision counts.
+    assert p.sensitivity(open_folder, step(open_folder, thinking), obs()) is None
+    zh = "用户要删除旧草稿。要删除它们，我先要打开草稿箱。点击侧边栏里的草稿箱。"
+    assert p.sensitivity(open_folder, step(open_folder, zh), obs()) is None
+    # The step that really deletes is still caught: by its explanation...
+    bin_click = Click(target=Target.at(0.5, 0.5))
+    assert "deletion" in p.sensitivity(
+        bin_click, step(bin_click, thinking, "Click the Delete button of the draft"), obs())
+    # ...by the decision at the end of the thinking...
+    assert "deletion" in p.sensitivity(
+        bin_click, step(bin_click, thinking + " Now I click Delete to remove it."), obs())
+    assert "deletion" in p.sensitivity(bin_click, step(bin_click, "草稿箱已打开。点击删除。"),
+                                       obs())
+    # ...and by the target element's own text, whatever the reasoning says.
+    buy = Click(target=Target.of_element(3))
+    assert "purchase" in p.sensitivity(buy, step(buy, "a long plan", "go on"), obs())
+
+
+def test_last_sentences_split_en_and_zh() -> None:
+    assert last_sentences("A first. Pay 3.5 now. I will click Drafts.", 2) == \
+        "Pay 3.5 now. I will click Drafts."
+    assert last_sentences("任务是删除草稿。先打开文件夹。点击草稿箱") == "点击草稿箱"
+    assert last_sentences("line one\nline two") == "line two"
+    assert last_sentences("") == ""
