@@ -330,6 +330,55 @@ def test_goto_link_and_back(env: WebEnv, server: PageServer) -> None:
     assert env.page.url == server.url("links.html")
 
 
+def test_navigate_back_without_history_is_an_error_for_the_model(
+    env: WebEnv, server: PageServer, user_context: Any
+) -> None:
+    page = user_context.new_page()
+    page.goto(server.url("links.html"))
+    web = WebEnv(page)
+    assert "went back to about:blank" in web.execute(NavigateBack()).detail  # the tab's start
+    # An error (not a silent note), so the agent tells the model its action did nothing.
+    with pytest.raises(ActionError, match="no previous page"):
+        web.execute(NavigateBack())
+    assert page.url == "about:blank"
+    web.close()
+
+
+def test_javascript_dialogs_are_dismissed_and_reported(env: WebEnv, server: PageServer) -> None:
+    obs = open_page(env, server, "dialogs.html")
+    assert "dialog" not in obs.extra
+    outcome = env.execute(Click(target=target_of(env, obs, "#confirm")), obs)
+    assert "confirm dialog 'Delete everything?'" in outcome.detail and "Cancel" in outcome.detail
+    obs = env.observe()
+    assert obs.extra["dialog"] == {"type": "confirm", "message": "Delete everything?"}
+    assert "dialog" not in env.observe().extra  # reported once, by the next observation
+    outcome = env.execute(Click(target=target_of(env, obs, "#prompt")), obs)
+    assert "prompt dialog 'Your name?'" in outcome.detail
+    assert env.observe().extra["dialog"] == {"type": "prompt", "message": "Your name?", "default": "Ann"}
+    outcome = env.execute(Click(target=target_of(env, obs, "#alert")), obs)
+    assert "alert dialog 'Saved!'; it was closed" in outcome.detail
+    # The page went on after each dialog: confirm/prompt answered as Cancel.
+    assert page_log(env) == ["confirm false", "prompt null", "after alert"]
+
+
+def test_set_of_marks_sees_open_shadow_roots(env: WebEnv, server: PageServer) -> None:
+    obs = open_page(env, server, "shadow.html")
+    texts = [e.text for e in obs.elements or []]
+    assert texts[:2] == ["Light button", "Shadow button"] and "Deep link" in texts
+    assert "Closed root button" not in texts  # closed shadow roots are invisible to scripts
+    field = element(obs, placeholder="Inside shadow")
+    assert field.tag == "input"
+    for name, log in (("Shadow button", "click shadow-btn"), ("Deep link", "click deep")):
+        label = next(e.label for e in obs.elements or [] if e.text == name)
+        env.execute(Click(target=Target.of_element(label)), obs)
+        assert page_log(env)[-1] == log
+    env.execute(TypeText(text="in shadow", target=Target.of_element(field.label)), obs)
+    typed = env.page.evaluate(
+        "document.getElementById('card').shadowRoot.getElementById('shadow-input').value"
+    )
+    assert typed == "in shadow"
+
+
 def test_new_tab_and_popup_are_followed(env: WebEnv, server: PageServer) -> None:
     first = env.page
     obs = open_page(env, server, "links.html")
@@ -459,7 +508,15 @@ def test_async_twin(server: PageServer) -> None:
             result = json.loads(await env.page.evaluate("document.getElementById('result').textContent"))
             with pytest.raises(ActionRefusedError, match="file chooser"):
                 await env.execute(Click(target=Target.of_element(element(obs, id="upload").label)))
-            facts = {"size": obs.size, "text": obs.elements_text, "result": result}
+            size, text = obs.size, obs.elements_text
+            # Dialogs under the async API: dismissed (awaited in the loop) and reported.
+            await env.execute(Goto(url=server.url("dialogs.html")))
+            obs = await env.observe()
+            outcome = await env.execute(Click(target=Target.of_element(element(obs, id="confirm").label)))
+            dialog = (await env.observe()).extra.get("dialog")
+            log = await env.page.evaluate("window.__log")
+            facts = {"size": size, "text": text, "result": result,
+                     "dialog": dialog, "detail": outcome.detail, "log": log}
         with pytest.raises(EnvError, match="closed"):
             await env.observe()
         return facts
@@ -480,6 +537,8 @@ def test_async_twin(server: PageServer) -> None:
         raise box["error"]
     assert box, "the async scenario did not finish"
     assert box["size"] == (2560, 1440)
+    assert box["dialog"] == {"type": "confirm", "message": "Delete everything?"}
+    assert "confirm dialog" in box["detail"] and box["log"] == ["confirm false"]
     assert box["result"]["name"] == "异步 ✓"
     assert '<input> "Password"' in box["text"] and '<button> "Send"' in box["text"]
 

@@ -1,6 +1,7 @@
 // Collect the visible interactive elements of the page for set-of-marks labelling.
 // Evaluated by glmv_agent.envs.web as `page.evaluate(<this file>, options)`.
 // Returns boxes in CSS pixels of the top-level viewport; nothing in the DOM is changed.
+// Open shadow roots (web components) are searched too; closed ones cannot be seen from here.
 (options) => {
   const minArea = (options && options.minArea) || 20;
   const maxElements = (options && options.maxElements) || 500;
@@ -27,10 +28,40 @@
     if (el.tagName === "IFRAME") return true;
     // Only where the pointer style starts: children inherit `cursor`, they are no new target.
     if (style.cursor === "pointer") {
-      const parent = el.parentElement;
+      const parent = parentOf(el);
       return !parent || parent.ownerDocument.defaultView.getComputedStyle(parent).cursor !== "pointer";
     }
     return false;
+  }
+
+  // The parent across shadow boundaries: a shadow root's children belong to its host.
+  function parentOf(node) {
+    if (node.parentNode && node.parentNode.nodeType === 11) return node.parentNode.host || null;
+    return node.parentElement;
+  }
+
+  function composedContains(ancestor, node) {
+    for (let n = node; n; n = parentOf(n)) if (n === ancestor) return true;
+    return false;
+  }
+
+  // Every element below `root`, including those in open shadow roots, in document order.
+  function* allElements(root) {
+    for (const el of root.querySelectorAll("*")) {
+      yield el;
+      if (el.shadowRoot) yield* allElements(el.shadowRoot);
+    }
+  }
+
+  // The innermost element at a point, looking into open shadow roots.
+  function deepHit(doc, x, y) {
+    let hit = doc.elementFromPoint(x, y);
+    while (hit && hit.shadowRoot) {
+      const inner = hit.shadowRoot.elementFromPoint(x, y);
+      if (!inner || inner === hit) break;
+      hit = inner;
+    }
+    return hit;
   }
 
   function isContainer(el) {
@@ -49,7 +80,7 @@
   // `offset` is where the document's (0, 0) lies in the top-level viewport.
   function collect(doc, offset, clip, out) {
     const win = doc.defaultView;
-    const all = doc.body ? doc.body.querySelectorAll("*") : [];
+    const all = doc.body ? allElements(doc.body) : [];
     for (const el of all) {
       if (out.length >= maxElements) return;
       const style = win.getComputedStyle(el);
@@ -62,8 +93,9 @@
       if (x2 <= x1 || y2 <= y1 || (x2 - x1) * (y2 - y1) < minArea) continue;
       // Occlusion: something else must not cover the centre of the visible part.
       const cx = (x1 + x2) / 2 - offset.x, cy = (y1 + y2) / 2 - offset.y;
-      const hit = doc.elementFromPoint(cx, cy);
-      if (!hit || !(hit === el || el.contains(hit) || hit.contains(el) && hit.tagName === "LABEL")) continue;
+      const hit = deepHit(doc, cx, cy);
+      if (!hit || !(hit === el || composedContains(el, hit) ||
+                    composedContains(hit, el) && hit.tagName === "LABEL")) continue;
 
       if (el.tagName === "IFRAME") {
         let inner = null;
@@ -103,13 +135,13 @@
   // then keep the innermost of any remaining nested pair.
   const kept = new Set(items.map((i) => i.el));
   items = items.filter((i) => {
-    for (let p = i.el.parentElement; p; p = p.parentElement) {
+    for (let p = parentOf(i.el); p; p = parentOf(p)) {
       if (kept.has(p) && isContainer(p)) return false;
     }
     return true;
   });
   const remaining = new Set(items.map((i) => i.el));
-  items = items.filter((i) => !Array.from(remaining).some((o) => o !== i.el && i.el.contains(o)));
+  items = items.filter((i) => !Array.from(remaining).some((o) => o !== i.el && composedContains(i.el, o)));
 
   // Reading order: rows top to bottom (boxes whose tops are within half a line are one row),
   // left to right inside a row.

@@ -18,6 +18,7 @@ unchanged layout on consecutive animation frames, so the next screenshot is not 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import io
 import logging
@@ -276,6 +277,16 @@ def draw_marks(image: Image.Image, elements: list[Element], scale: float = 1.0) 
     return marked
 
 
+def describe_dialog(info: dict[str, str]) -> str:
+    """One line for the trace and the model about a JavaScript dialog that was dismissed."""
+    kind, message = info["type"], info["message"]
+    outcome = {
+        "alert": "it was closed",
+        "beforeunload": "it was dismissed, so the page did not unload",
+    }.get(kind, "it was dismissed (Cancel)")
+    return f"the page showed a {kind} dialog {message!r}; {outcome}"
+
+
 def resolve_target(target: Target, observation: Observation) -> tuple[float, float]:
     """CSS viewport coordinates of a target (element labels resolve to their centre)."""
     point = target.point
@@ -355,6 +366,7 @@ class _Marks:
     pages: int
     blocked: int
     choosers: int
+    dialogs: int
 
 
 class _WebCore:
@@ -380,6 +392,8 @@ class _WebCore:
         self._new_pages: list[Any] = []
         self._blocked: list[str] = []
         self._choosers: list[Any] = []
+        self._dialogs: list[dict[str, str]] = []  # every JavaScript dialog, oldest first
+        self._dialogs_observed = 0  # how many of them an observation has reported
         self._listeners: list[tuple[Any, str, Callable[..., Any]]] = []
         self._attached: set[Any] = set()
         self._listen(self.context, "page", self._on_new_page)
@@ -418,6 +432,19 @@ class _WebCore:
 
         self._listen(page, "filechooser", chooser)
         self._listen(page, "crash", crashed)
+        self._listen(page, "dialog", self._on_dialog)
+
+    def _on_dialog(self, dialog: Any) -> None:
+        # Nobody can answer a dialog while it blocks the page, so it is dismissed at once
+        # (Cancel for confirm/prompt, "stay" for beforeunload) and reported instead.
+        info = {"type": dialog.type, "message": dialog.message}
+        if dialog.type == "prompt":
+            info["default"] = dialog.default_value
+        self._dialogs.append(info)
+        logger.info("dismissed a JavaScript %s dialog: %r", dialog.type, dialog.message)
+        result = dialog.dismiss()
+        if inspect.isawaitable(result):  # async API: the handler runs in the event loop
+            asyncio.ensure_future(result)
 
     def _on_new_page(self, page: Any) -> None:
         logger.info("new tab or popup opened: %s", page.url)
@@ -540,6 +567,10 @@ class _WebCore:
                 "tabs": len([p for p in self._safe_pages() if not p.is_closed()]),
             },
         )
+        # The newest dialog since the previous observation (it was dismissed; see _on_dialog).
+        if len(self._dialogs) > self._dialogs_observed:
+            observation.extra["dialog"] = dict(self._dialogs[-1])
+            self._dialogs_observed = len(self._dialogs)
         if items is not None:
             elements = elements_from_page(items, scale_x, scale_y)
             observation.elements = elements
@@ -557,7 +588,9 @@ class _WebCore:
                 + ", ".join(sorted(WEB_ACTIONS))
             )
         page = self.live_page()
-        marks = _Marks(len(self._new_pages), len(self._blocked), len(self._choosers))
+        marks = _Marks(
+            len(self._new_pages), len(self._blocked), len(self._choosers), len(self._dialogs)
+        )
         outcome = ActionOutcome(action=action)
         try:
             notes = yield from getattr(self, f"_{name}")(page, action, resolve, outcome)
@@ -572,6 +605,7 @@ class _WebCore:
         notes: list[str] = []
         if not (yield from self.wait_stable()):
             notes.append(f"the page was still changing after {self.stability_timeout:g}s")
+        notes += [describe_dialog(d) for d in self._dialogs[marks.dialogs:]]
         choosers = self._choosers[marks.choosers:]
         if choosers:
             if not self.allow_file_chooser:
@@ -715,7 +749,11 @@ class _WebCore:
         before = page.url
         response = yield page.go_back(wait_until="commit")
         if response is None and page.url == before:
-            return "there is no previous page in this tab"
+            # An error, not a note: the agent tells the model about errors, so it stops trying.
+            raise ActionError(
+                "there is no previous page in this tab to go back to; open a URL or click a "
+                "link instead"
+            )
         return f"went back to {page.url}"
 
     def _wait(self, page: Any, action: Any, resolve: Resolver, outcome: ActionOutcome) -> Plan:
@@ -757,8 +795,18 @@ class WebEnv(Environment):
 
     `WebEnv.launch(url)` starts and owns a Chromium (closed by `close()` or `with`);
     `WebEnv(page)` wraps a live sync `Page` of yours and never closes your browser.
-    With `set_of_marks=True` every observation lists the visible interactive elements,
-    numbered on `observation.marked_screenshot`, for the GLM-V web prompts.
+    With `set_of_marks=True` every observation lists the visible interactive elements
+    (open shadow roots and same-origin frames included), numbered on
+    `observation.marked_screenshot`, for the GLM-V web prompts.
+
+    `allowed_domains` governs navigations: pages, frames, popups and redirects to other
+    hosts are blocked. Subresources (images, scripts, fetch/XHR) of an allowed page may
+    still come from any host, as pages need them to render; this is not a network sandbox.
+
+    JavaScript dialogs (alert, confirm, prompt, beforeunload) are dismissed at once
+    (Cancel for confirm/prompt) and reported: in the outcome's `detail` of the action
+    that raised them and as `observation.extra["dialog"]` (type, message) of the next
+    observation.
     """
 
     platform = "web"
