@@ -48,6 +48,7 @@ class FakeDevice:
     responses: dict[str, ShellResult] = field(default_factory=dict)
     handlers: list[ShellScript] = field(default_factory=list)
     screencap_png: bytes = b""
+    sdk: int = 34  # what `getprop ro.build.version.sdk` answers (34: Android 14)
     commands: list[str] = field(default_factory=list)
 
     def set(self, command: str, stdout: str | bytes, exit_code: int = 0) -> None:
@@ -70,6 +71,8 @@ class FakeDevice:
         base, _, rest = command.partition(" | grep -E ")
         if base == "screencap -p":
             return self.screencap_png, 0
+        if base == "getprop ro.build.version.sdk" and base not in self.responses:
+            return f"{self.sdk}\n".encode(), 0
         out, code = self.responses.get(base, (b"", 0))
         if rest:
             pattern = rest.strip().strip("'")

@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from glmv_agent.actions import (
-    Click, DoubleClick, Key, LongPress, NavigateBack, NavigateHome, OpenApp, Scroll, Swipe,
+    Click, DoubleClick, Drag, Key, LongPress, NavigateBack, NavigateHome, OpenApp, Scroll, Swipe,
     Target, TypeText, Wait,
 )
 from glmv_agent.envs.adb import (
@@ -319,13 +319,36 @@ def test_keys_back_home(server):
     assert commands_of(env, server, NavigateHome()) == ["input keyevent KEYCODE_HOME"]
     assert commands_of(env, server, Key(keys=["Enter"])) == ["input keyevent KEYCODE_ENTER"]
     assert commands_of(env, server, Key(keys=["volume_down"])) == ["input keyevent KEYCODE_VOLUME_DOWN"]
+    # The first chord reads the API level (once); Android 14 has `input keycombination`.
     assert commands_of(env, server, Key(keys=["ctrl", "a"])) == [
-        "input keycombination KEYCODE_CTRL_LEFT KEYCODE_A"
+        "getprop ro.build.version.sdk", "input keycombination KEYCODE_CTRL_LEFT KEYCODE_A"
     ]
+    assert commands_of(env, server, Key(keys=["ctrl", "c"])) == [
+        "input keycombination KEYCODE_CTRL_LEFT KEYCODE_C"
+    ]
+    assert env.sdk_level() == 34
     before = len(server.device(SERIAL).commands)
     with pytest.raises(UnsupportedActionError):
         env.execute(Key(keys=["warp"]))
     assert len(server.device(SERIAL).commands) == before
+
+
+def test_key_chord_on_android_12_is_a_clear_error_not_a_silent_no_op():
+    with FakeAdbServer([make_phone(sdk=31)]) as srv:
+        env = open_env(srv)
+        obs = env.observe()
+        before = len(srv.device(SERIAL).commands)
+        with pytest.raises(UnsupportedActionError, match="Android 13.*API 31"):
+            env.execute(Key(keys=["ctrl", "a"]), obs)
+        assert srv.device(SERIAL).commands[before:] == ["getprop ro.build.version.sdk"]
+        # Single keys still work on old phones.
+        assert commands_of(env, srv, Key(keys=["enter"])) == ["input keyevent KEYCODE_ENTER"]
+
+
+def test_drag_is_unsupported_on_the_phone(server):
+    env = open_env(server)
+    with pytest.raises(UnsupportedActionError, match="swipe"):
+        env.execute(Drag(start=Target.at(0.1, 0.1), end=Target.at(0.5, 0.5)))
 
 
 def test_type_with_input_text_escapes_for_the_phone_shell(server):

@@ -71,6 +71,8 @@ KEY_NAMES: dict[str, str] = {
     "meta": "META_LEFT", "play_pause": "MEDIA_PLAY_PAUSE", "brightness_up": "BRIGHTNESS_UP",
     "brightness_down": "BRIGHTNESS_DOWN", "copy": "COPY", "paste": "PASTE", "cut": "CUT",
 }
+# `input keycombination` (key chords) exists from Android 13, API level 33.
+KEYCOMBINATION_MIN_SDK = 33
 # Deleting this many characters clears a field when ADB Keyboard is not available.
 CLEAR_KEYSTROKES = 80
 
@@ -184,6 +186,11 @@ class AndroidEnv(Environment):
     Keyboard installed, "input_text" types ASCII only, "auto" uses ADB Keyboard when
     present. `tap_duration` (seconds) makes taps a press of that length instead of
     `input tap`. `timeout` bounds every adb call.
+
+    Not supported (UnsupportedActionError, never a silent no-op): `drag` (phone models
+    answer with `swipe`, which is executed as a finger swipe) and mouse-only actions.
+    Key chords (`Key(keys=["ctrl", "a"])`) need Android 13+ (`input keycombination`); the
+    API level is read once with `getprop` and older phones get a clear error.
     """
 
     platform: ClassVar[Literal["mobile"]] = "mobile"
@@ -213,6 +220,7 @@ class AndroidEnv(Environment):
         self.settle_delay = settle_delay
         self.ime_switch_delay = ime_switch_delay
         self._has_adb_keyboard: bool | None = None
+        self._sdk_level: int | None | Literal["unread"] = "unread"
         logger.info("AndroidEnv on device %s", self.serial)
 
     # -- observation ----------------------------------------------------------------
@@ -377,12 +385,30 @@ class AndroidEnv(Environment):
         self._keyevent("KEYCODE_HOME")
         return self._done(action, [])
 
+    def sdk_level(self) -> int | None:
+        """The device's Android API level (`ro.build.version.sdk`), read once; None if unknown."""
+        if self._sdk_level == "unread":
+            out, _ = self.device.shell("getprop ro.build.version.sdk")
+            text = out.strip()
+            self._sdk_level = int(text) if text.isdigit() else None
+            if self._sdk_level is None:
+                logger.warning("could not read the API level of %s (got %r)", self.serial, text[:80])
+        return self._sdk_level
+
     def _do_key(self, action: Key, observation: Observation) -> ActionOutcome:
         codes = [android_keycode(k) for k in action.keys]
         if len(codes) == 1:
             self._keyevent(codes[0])
         else:
-            # Chords need `input keycombination` (Android 13+).
+            # Chords need `input keycombination`; older `input` prints usage (or nothing).
+            sdk = self.sdk_level()
+            if sdk is not None and sdk < KEYCOMBINATION_MIN_SDK:
+                raise UnsupportedActionError(
+                    f"pressing keys together ({' + '.join(action.keys)}) needs Android 13 (API "
+                    f"{KEYCOMBINATION_MIN_SDK}) or newer; {self.serial} runs API {sdk}. Press "
+                    "one key at a time, or use taps (e.g. long-press a text field to select "
+                    "and copy) instead"
+                )
             self._input("keycombination", *codes)
         return self._done(action, [], detail=" ".join(codes))
 
