@@ -87,6 +87,8 @@ class Agent:
         backend_options: dict[str, Any] | None = None,
         dialect: Dialect | None = None,
         max_steps: int = 30,
+        max_actions: int | None = None,
+        stop_on_denial: bool = False,
         step_timeout: float | None = None,
         model_timeout: float | None = None,
         max_parse_retries: int = 2,
@@ -107,6 +109,8 @@ class Agent:
     ) -> None:
         if max_steps < 1:
             raise ConfigError(f"max_steps must be at least 1, got {max_steps}")
+        if max_actions is not None and max_actions < 1:
+            raise ConfigError(f"max_actions must be at least 1 or None, got {max_actions}")
         if max_parse_retries < 0:
             raise ConfigError(f"max_parse_retries must be >= 0, got {max_parse_retries}")
         for name, value in (("step_timeout", step_timeout), ("model_timeout", model_timeout)):
@@ -123,6 +127,8 @@ class Agent:
         self.dialect = dialect
         self.family = dialect.family
         self.max_steps = max_steps
+        self.max_actions = max_actions
+        self.stop_on_denial = stop_on_denial
         self.step_timeout = step_timeout
         self.model_timeout = model_timeout
         self.max_parse_retries = max_parse_retries
@@ -183,6 +189,7 @@ class Agent:
         self._error: str | None = None
         self._result: RunResult | None = None
         self._failures = 0
+        self._actions = 0
         self._last_key: str | None = None
         self._last_thumb: np.ndarray | None = None
         self._repeats = 0
@@ -388,10 +395,13 @@ class Agent:
         self._execute(action, observation, record)
         if record.outcome in ("executed", "dry_run"):
             self._failures = 0
+            self._actions += 1
             self._history.append(HistoryItem(
                 step=step, screenshot=observation.model_image(),
                 observation_text=record.observation_text,
             ))
+            if self.max_actions is not None and self._actions >= self.max_actions:
+                self._finish("success")
             if not self.dry_run and self.settle_time > 0:
                 self._stop_requested.wait(self.settle_time)
 
@@ -512,15 +522,20 @@ class Agent:
                            "pass confirm=... to approve such actions", action.type,
                            record.sensitive)
             record.confirmed = False
+            why = (f"denied: it is sensitive ({record.sensitive}) and no confirm callback "
+                   "was given to approve it (pass confirm=...)")
         else:
             record.confirmed = bool(self.confirm(action, step))
+            why = f"the user did not allow it ({record.sensitive})"
         if record.confirmed:
             return True
         self._reject(
-            record, "denied", f"the user did not allow it ({record.sensitive})",
+            record, "denied", why,
             f"The user did not allow your action {action.type!r} ({record.sensitive}). Do not "
             "repeat it; find another way or finish the task.",
         )
+        if self.stop_on_denial:
+            self._finish("refused", error=f"step {record.index}: {why}")
         return False
 
     def _execute(self, action: BaseAction, observation: Observation, record: StepRecord) -> None:
@@ -636,7 +651,8 @@ class Agent:
         return RunInfo(
             task=task, model=f"{self.backend.name}:{getattr(self.backend, 'model', '')}",
             family=self.family, platform=self.platform, version=__version__,
-            options={"max_steps": self.max_steps, "dry_run": self.dry_run,
+            options={"max_steps": self.max_steps, "max_actions": self.max_actions,
+                     "stop_on_denial": self.stop_on_denial, "dry_run": self.dry_run,
                      "max_parse_retries": self.max_parse_retries, "loop_limit": self.loop_limit,
                      "settle_time": self.settle_time, "generation": self.generation,
                      "secrets": self.vault.names},

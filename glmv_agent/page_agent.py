@@ -21,9 +21,11 @@ actions); no other prompt format is invented:
 
 * `act(instruction)`: the instruction is the task; the agent loop runs until the model
   answers (or a limit is hit).
-* `click(description)`: the task "Click the element described as: ...". The model's
-  first action is checked *before* anything runs: only a click passes; then it is
-  executed once and the command ends.
+* `click(description)`: the task "Click the element described as: ...". Inside one run
+  the policy allows only a click (anything else is refused, the model told and asked
+  again, up to `click_attempts`); the first executed click ends the run as a success, so
+  its trace shows the click as executed. A sensitive click needs `confirm`, as in
+  `Agent`; a denial ends the command with `ActionRefusedError`.
 * `query(question)` / `extract`: the task asks the model to answer from the page as it is,
   with the ANSWER action the prompt already defines. Nothing can run: the policy allows no
   page action, so an attempt to act is refused, the model is told why and asked again.
@@ -45,12 +47,11 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from .actions import BaseAction, Click, action_from_dict
+from .actions import BaseAction
 from .agent import Agent, RunResult
 from .backends import make_backend
 from .backends.base import Backend
 from .dialects import dialect_class
-from .dialects.base import Step
 from .envs.base import ActionHandler, ActionOutcome, Environment, Observation
 from .errors import ActionRefusedError, ConfigError, EnvError, TaskFailedError
 from .policy import Policy
@@ -121,7 +122,8 @@ class _Commands:
         for name, value in (("query_attempts", query_attempts), ("click_attempts", click_attempts)):
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
-        for reserved in ("env", "dry_run", "trace", "platform"):
+        for reserved in ("env", "dry_run", "trace", "platform", "max_actions",
+                         "stop_on_denial"):
             if reserved in agent_options:
                 hint = ("pass trace_dir= to keep traces" if reserved == "trace"
                         else "each command decides it (queries never act)")
@@ -147,7 +149,7 @@ class _Commands:
 
     # -- one agent per command ---------------------------------------------------------
     def _agent(self, kind: str, task: str, *, max_steps: int, dry_run: bool = False,
-               allowed_actions: set[str] | None = None) -> Agent:
+               allowed_actions: set[str] | None = None, **options: Any) -> Agent:
         self._count += 1
         policy = self.policy
         if allowed_actions is not None:
@@ -160,7 +162,7 @@ class _Commands:
             trace = {"trace": True, "trace_dir": directory}
         agent = Agent(self.backend, self.env, family=self.family, platform="web",
                       max_steps=max_steps, dry_run=dry_run, policy=policy,
-                      **trace, **self.agent_options)
+                      **trace, **options, **self.agent_options)
         self.current = agent
         return agent
 
@@ -186,32 +188,27 @@ class _Commands:
     def click(self, description: str) -> None:
         _check_text(description, "description")
         task = CLICK_TASK.format(description=description.strip())
-        # Dry run: the model's action is checked, never executed by the loop. Anything
-        # but a click is refused by the policy and the model is asked again.
-        agent = self._agent("click", task, max_steps=self.click_attempts, dry_run=True,
-                            allowed_actions={"click"})
-        chosen = None
-        for record in agent.iter_run(task):
-            if record.outcome == "dry_run" and record.action is not None:
-                chosen = record
-                agent.stop()  # one click is all this command does
-        result = self._finish(agent)
-        if chosen is None:
-            raise TaskFailedError(
-                f"click({description!r}): the model did not choose a click it was allowed "
-                f"to make (run status {result.status!r}{_detail(result)}); nothing was "
-                "clicked", result=result,
+        # The click runs inside the run, so its trace says what happened: the policy
+        # refuses anything but a click (the model is told and asked again), the first
+        # executed click ends the run as a success, and a user's denial ends it at once.
+        agent = self._agent("click", task, max_steps=self.click_attempts,
+                            allowed_actions={"click"}, max_actions=1, stop_on_denial=True)
+        result = agent.run(task)
+        self._finish(agent)
+        clicked = next((r for r in result.steps if r.outcome == "executed"), None)
+        if clicked is not None:
+            logger.info("clicked %s for %r", (clicked.action or {}).get("target"), description)
+            return
+        denied = next((r for r in result.steps if r.outcome == "denied"), None)
+        if denied is not None:
+            raise ActionRefusedError(
+                f"click({description!r}): the click is {denied.detail}; nothing was clicked"
             )
-        action = action_from_dict(chosen.action)
-        if not isinstance(action, Click):  # the policy allows nothing else; stay certain
-            raise TaskFailedError(f"click({description!r}): the model chose "
-                                  f"{action.type!r}, not a click; nothing was executed",
-                                  result=result)
-        observation = self.env.last_observation
-        assert observation is not None  # the dry run observed the page
-        self._confirm(agent, action, chosen.step, chosen.sensitive)
-        self.env.execute(action, observation)
-        logger.info("clicked %s for %r", chosen.action.get("target"), description)
+        raise TaskFailedError(
+            f"click({description!r}): the model did not choose a click it was allowed "
+            f"to make (run status {result.status!r}{_detail(result)}); nothing was "
+            "clicked", result=result,
+        )
 
     def query(self, question: str) -> str:
         _check_text(question, "question")
@@ -248,25 +245,6 @@ class _Commands:
                             allowed_actions=set())
         agent.run(task)
         return self._finish(agent)
-
-    def _confirm(self, agent: Agent, action: BaseAction, step: dict[str, Any] | None,
-                 sensitive: str | None) -> None:
-        """The confirmation the loop skipped in its dry run, for a sensitive click.
-
-        As in `Agent`: without a `confirm` callback nobody can approve it, so it is denied.
-        """
-        if not sensitive:
-            return
-        if agent.confirm is None:
-            raise ActionRefusedError(
-                f"the click is sensitive ({sensitive}) and no confirm callback was given; "
-                "nothing was clicked (pass confirm=... to PageAgent to approve such clicks)"
-            )
-        parsed = Step.model_validate({**step, "action": action}) if step else Step(action=action)
-        if not agent.confirm(action, parsed):
-            raise ActionRefusedError(
-                f"the user did not allow the click ({sensitive}); nothing was clicked"
-            )
 
     def close(self) -> None:
         if self._owns_backend:

@@ -130,6 +130,29 @@ def test_sensitive_action_without_confirm_callback_is_denied(tmp_path: Path) -> 
     assert not env.state.deleted and env.executed == []
 
 
+def test_stop_on_denial_ends_the_run_as_refused(tmp_path: Path) -> None:
+    env = FormEnv()
+    delete = click("delete", think="I will delete all items now")
+    agent = make_agent([delete, DONE], env, tmp_path, stop_on_denial=True)
+    result = agent.run("clear the list")
+    assert result.status == "refused" and [r.outcome for r in result.steps] == ["denied"]
+    assert "no confirm callback" in (result.error or "")
+    assert not env.state.deleted and agent.backend.remaining == 1
+
+
+def test_max_actions_ends_the_run_after_that_many_executed_actions(tmp_path: Path) -> None:
+    env = FormEnv()
+    scroll = answer({"type": "scroll", "direction": "down"})
+    agent = make_agent([scroll, click("plus"), click("plus"), DONE], env, tmp_path,
+                       max_actions=2)
+    result = agent.run("press plus")
+    assert result.status == "success" and result.answer is None
+    assert [r.outcome for r in result.steps] == ["executed", "executed"]
+    assert env.state.counter == 1 and agent.backend.remaining == 2
+    with pytest.raises(ConfigError, match="max_actions"):
+        make_agent([], env, tmp_path, max_actions=0)
+
+
 def test_agent_side_actions_are_recorded_not_executed(tmp_path: Path) -> None:
     from glmv_agent.dialects.autoglm import Note
 

@@ -14,6 +14,7 @@ Set-of-marks labels of the pages used: form.html [0] name, [1] password, [2] not
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 import threading
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from glmv_agent import AsyncPageAgent, PageAgent, ReplayBackend, TaskFailedError
 from glmv_agent.envs.web import CHROMIUM_ARGS, default_executable_path  # noqa: E402
 from glmv_agent.errors import ConfigError  # noqa: E402
 from glmv_agent.page_agent import verdict  # noqa: E402
+from glmv_agent.trace import TraceReader  # noqa: E402
 
 from web_server import PageServer, serve_pages  # noqa: E402
 
@@ -131,6 +133,28 @@ def test_click_on_a_described_button(page: Any, server: PageServer) -> None:
     assert "Click the element described as: the button labelled Two" in prompt_text(backend, 0)
     assert "not allowed" in prompt_text(backend, 1)
     assert backend.remaining == 0
+
+
+def test_click_is_executed_inside_its_run_and_traced(page: Any, server: PageServer,
+                                                     tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """The click happens in the run: the trace shows it executed, the run a success."""
+    page.goto(server.url("buttons.html"))
+    backend = ReplayBackend([answer("Two is [2].", "Click [2]"),
+                             answer("Unused: the run ends after the click.", "Click [0]")])
+    agent = PageAgent(page, backend, settle_time=0, trace_dir=tmp_path)
+    with caplog.at_level(logging.INFO, logger="glmv_agent"):
+        agent.click("the button labelled Two")
+    result = agent.last_result
+    assert result is not None and result.status == "success"
+    assert [r.outcome for r in result.steps] == ["executed"]
+    assert result.steps[0].env_points  # where it landed on the page
+    assert backend.remaining == 1  # asked once: one click is all the command does
+    assert [entry.split()[:2] for entry in log(page)] == [["click", "b2"]]
+    on_disk = TraceReader(result.trace_dir).records()
+    assert [r.outcome for r in on_disk] == ["executed"]
+    assert TraceReader(result.trace_dir).info.status == "success"
+    assert "run ended: stopped" not in caplog.text
 
 
 def test_click_refuses_when_the_model_does_not_click(page: Any, server: PageServer) -> None:
@@ -282,6 +306,9 @@ def test_a_sensitive_click_needs_confirmation(page: Any, server: PageServer) -> 
     with pytest.raises(ActionRefusedError, match="did not allow"):
         agent.click("the delete account button")
     assert asked == ["click"] and log(page) == []
+    # The denial is in the run's record: the user's "no" ends the command at once.
+    assert agent.last_result.status == "refused"
+    assert [r.outcome for r in agent.last_result.steps] == ["denied"]
     agent = PageAgent(page, ReplayBackend([deleting]), settle_time=0,
                       confirm=lambda action, step: True)
     agent.click("the delete account button")
