@@ -131,8 +131,12 @@ class App:
              colors={"swatch": SWATCH_COLOR, "box": BOX_COLOR})
 
 
+TITLE = "GLM-V test app"  # the window name xdotool reports for the focused window
+
+
 def main() -> None:
     root = tk.Tk()
+    root.title(TITLE)
     App(root)
     root.mainloop()
 

@@ -93,6 +93,23 @@ def test_observe_captures_the_real_screen(env: DesktopEnv, app: TkApp) -> None:
     assert image.getpixel((x - 3, y + h // 2)) == (255, 255, 255)
 
 
+def test_observation_names_the_focused_window(env: DesktopEnv, display: VirtualDisplay) -> None:
+    # Xvfb runs no window manager, so nothing is focused until a client sets the input
+    # focus, as a window manager would; xdotool's windowfocus does exactly that.
+    app = TkApp(display.name)
+    run_env = {**os.environ, "DISPLAY": display.name}
+    try:
+        found = subprocess.run(["xdotool", "search", "--name", "^GLM-V test app$"], env=run_env,
+                               capture_output=True, text=True, timeout=10, check=True)
+        window = found.stdout.split()[0]
+        subprocess.run(["xdotool", "windowfocus", "--sync", window], env=run_env, timeout=10, check=True)
+        assert env.observe().title == "GLM-V test app"
+    finally:
+        app.close()
+    # The focused window is gone: no title, and no error either.
+    assert env.observe().title != "GLM-V test app"
+
+
 def test_monitor_zero_is_the_whole_screen_and_a_missing_monitor_is_named(display: VirtualDisplay) -> None:
     assert DesktopEnv(0, display=display.name).observe().size == (display.width, display.height)
     with pytest.raises(EnvError, match="monitor 5 does not exist; available"):

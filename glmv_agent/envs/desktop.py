@@ -270,10 +270,44 @@ class DesktopEnv(Environment):
             input_primary_size=(int(input_size[0]), int(input_size[1])),
             hidpi=self.scale,
         )
+        title, app = self._focused_window()
         return Observation(
-            screenshot=image, mapping=mapping, platform="pc",
+            screenshot=image, mapping=mapping, platform="pc", title=title, app=app,
             extra={"monitor": dict(monitor), "monitor_index": self.monitor, "display": self.display},
         )
+
+    def _focused_window(self) -> tuple[str | None, str | None]:
+        """(title, program) of the focused window on X11 via xdotool; None where unknown.
+
+        Best effort, never an error: without xdotool, on macOS/Windows, or on a bare X
+        server with no focused window (no window manager), both are None.
+        """
+        if not self._is_x11 or shutil.which("xdotool") is None:
+            return None, None
+        # _NET_ACTIVE_WINDOW needs a window manager; the input focus works without one.
+        for query in ("getactivewindow", "getwindowfocus"):
+            title = self._xdotool_query([query, "getwindowname"])
+            if title is not None:
+                break
+        else:
+            return None, None
+        pid = self._xdotool_query([query, "getwindowpid"])  # only if the app sets _NET_WM_PID
+        app = None
+        if pid is not None and pid.isdigit():
+            with contextlib.suppress(OSError):
+                app = open(f"/proc/{pid}/comm", encoding="utf-8").read().strip() or None
+        return title or None, app
+
+    def _xdotool_query(self, args: list[str]) -> str | None:
+        try:
+            result = subprocess.run(
+                ["xdotool", *args], capture_output=True, timeout=2, env=self._tool_env(),
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if result.returncode != 0:
+            return None
+        return result.stdout.decode("utf-8", errors="replace").strip()
 
     def _monitor_rect(self) -> tuple[float, float, float, float]:
         """The chosen monitor as (left, top, width, height) in input units, queried now."""
