@@ -42,7 +42,7 @@ from .messages import Message
 from .policy import Policy
 from .secrets import MaskingFilter, SecretVault
 from .trace import Attempt, RunInfo, StepRecord, TraceReader, TraceWriter, prompt_summary
-from .trace import HISTORY_OUTCOMES, screenshot_name
+from .trace import HISTORY_OUTCOMES, UNEXECUTED_OUTCOMES, history_observation, screenshot_name
 
 logger = logging.getLogger("glmv_agent")
 
@@ -296,7 +296,7 @@ class Agent:
         self._register_history_images()
         if self.trace:
             self._writer = TraceWriter(trace_dir, mask=self.vault.mask_obj)
-            info.status, info.ended_at = "running", None
+            info.status, info.ended_at, info.error = "running", None, None
             self._writer.start(info)
         self._begin()
         for _ in self._remaining_steps():
@@ -350,7 +350,10 @@ class Agent:
         record.timings["observe"] = time.monotonic() - t
         self._record_observation(record, observation)
 
-        messages = self.dialect.build_messages(self._task_text(), observation, self._history)
+        history = self._history
+        if not self.dialect.shows_unexecuted():
+            history = [item for item in history if item.executed]
+        messages = self.dialect.build_messages(self._task_text(), observation, history)
         messages = self._with_notes(messages)
         step = self._ask(messages, record, deadline)
         if step is None:
@@ -358,6 +361,23 @@ class Agent:
             record.detail = f"no usable answer after {record.retries + 1} attempts"
             self._finish("error", error=f"unparseable model output: {record.error}")
             return
+        self._act(step, observation, record, deadline)
+        if record.outcome in HISTORY_OUTCOMES | UNEXECUTED_OUTCOMES:
+            self._history.append(HistoryItem(
+                step=step, screenshot=observation.model_image(),
+                observation_text=record.observation_text,
+                observation=history_observation(record.outcome, record.detail),
+                executed=record.outcome in HISTORY_OUTCOMES,
+            ))
+        if record.outcome in ("executed", "dry_run") and not step.action.agent_side:
+            if self.max_actions is not None and self._actions >= self.max_actions:
+                self._finish("success")
+            if not self.dry_run and self.settle_time > 0:
+                self._stop_requested.wait(self.settle_time)
+
+    def _act(self, step: Step, observation: Observation, record: StepRecord,
+             deadline: float | None) -> None:
+        """Check and carry out the parsed action; the outcome is left in `record`."""
         action = step.action
         record.step = step.model_dump(mode="json")
         record.action = action.to_dict()
@@ -372,8 +392,6 @@ class Agent:
             # Bookkeeping the model does for itself (e.g. AutoGLM's Note): nothing to
             # execute, but it belongs to the history like any executed step.
             record.outcome, record.detail = "executed", "recorded (no environment action)"
-            self._history.append(HistoryItem(step=step, screenshot=observation.model_image(),
-                                             observation_text=record.observation_text))
             return
         if self._is_loop(action, observation, record):
             return
@@ -396,14 +414,6 @@ class Agent:
         if record.outcome in ("executed", "dry_run"):
             self._failures = 0
             self._actions += 1
-            self._history.append(HistoryItem(
-                step=step, screenshot=observation.model_image(),
-                observation_text=record.observation_text,
-            ))
-            if self.max_actions is not None and self._actions >= self.max_actions:
-                self._finish("success")
-            if not self.dry_run and self.settle_time > 0:
-                self._stop_requested.wait(self.settle_time)
 
     def _ask(self, messages: list[Message], record: StepRecord,
              deadline: float | None) -> Step | None:
@@ -481,8 +491,6 @@ class Agent:
             self.on_take_over(self.vault.mask(action.message))
             record.outcome = "take_over"
             record.detail = "the human finished and handed back"
-            self._history.append(HistoryItem(step=step, screenshot=observation.model_image(),
-                                             observation_text=record.observation_text))
 
     def _is_loop(self, action: BaseAction, observation: Observation, record: StepRecord) -> bool:
         """Detect the same action on an unchanged screen; nudge once, then end the run."""
@@ -638,8 +646,8 @@ class Agent:
 
     def _register_history_images(self) -> None:
         """Let prompts of resumed runs name the history screenshots loaded from disk."""
-        acted = [r for r in self._records
-                 if r.step is not None and r.outcome in HISTORY_OUTCOMES]
+        acted = [r for r in self._records if r.step is not None
+                 and r.outcome in HISTORY_OUTCOMES | UNEXECUTED_OUTCOMES]
         for item, record in zip(self._history, acted):
             if item.screenshot is not None and record.screenshot:
                 self._image_names[id(item.screenshot)] = record.screenshot
@@ -669,7 +677,7 @@ class Agent:
     def _close_run(self) -> None:
         assert self._status is not None
         if self._writer is not None:
-            self._writer.finish(self._status, self._answer, len(self._records))
+            self._writer.finish(self._status, self._answer, len(self._records), self._error)
         self._result = RunResult(
             status=self._status, answer=self._answer, steps=list(self._records),
             trace_dir=str(self._writer.dir) if self._writer else None, error=self._error,

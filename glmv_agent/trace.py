@@ -64,6 +64,7 @@ class RunInfo(BaseModel):
     ended_at: float | None = None
     status: str = "running"
     answer: str | None = None
+    error: str | None = None  # why the run ended, when it ended on an error
     steps: int = 0
     version: str = ""
     options: dict[str, Any] = Field(default_factory=dict)
@@ -143,11 +144,13 @@ class TraceWriter:
         self.info = info
         self._write_run()
 
-    def finish(self, status: str, answer: str | None, steps: int) -> None:
+    def finish(self, status: str, answer: str | None, steps: int,
+               error: str | None = None) -> None:
         if self.info is None:
             return
         self.info.status = status
         self.info.answer = answer
+        self.info.error = error
         self.info.steps = steps
         self.info.ended_at = time.time()
         self._write_run()
@@ -189,6 +192,8 @@ class TraceReader:
                 f"{self.dir} is not a trace directory: {RUN_FILE} is missing "
                 "(pass the directory an Agent run wrote, e.g. traces/<timestamp>-<task>)"
             )
+        # Line number of a torn last step record skipped by `records()` (crash mid-write).
+        self.torn_line: int | None = None
 
     @property
     def info(self) -> RunInfo:
@@ -211,6 +216,7 @@ class TraceReader:
                 records.append(StepRecord.model_validate_json(line))
             except ValidationError as exc:
                 if n == len(lines):  # the write in progress when the process died
+                    self.torn_line = n
                     break
                 raise ConfigError(f"{path} line {n} is not a step record: {exc}") from exc
         return records
@@ -231,18 +237,34 @@ class TraceReader:
         return out
 
     def history(self) -> list[HistoryItem]:
-        """The dialect history of the steps that acted on the environment."""
+        """The dialect history: steps that acted on the environment, and attempts that
+        were refused, denied or failed (`executed=False`)."""
         items: list[HistoryItem] = []
         for record in self.records():
             step = record.parsed_step()
-            if step is None or record.outcome not in HISTORY_OUTCOMES:
+            if step is None or record.outcome not in HISTORY_OUTCOMES | UNEXECUTED_OUTCOMES:
                 continue
             items.append(HistoryItem(
                 step=step, screenshot=self.screenshot(record),
                 observation_text=record.observation_text,
+                observation=history_observation(record.outcome, record.detail),
+                executed=record.outcome in HISTORY_OUTCOMES,
             ))
         return items
 
 
 # Steps whose action reached (or would have reached) the environment.
 HISTORY_OUTCOMES = frozenset({"executed", "dry_run", "take_over"})
+# Attempts the model made that did not run; kept in the history with their outcome.
+UNEXECUTED_OUTCOMES = frozenset({"refused", "denied", "action_error"})
+
+
+def history_observation(outcome: str, detail: str) -> str:
+    """What the model is told happened after its action (the web prompt's Observation)."""
+    if outcome in ("executed", "dry_run"):
+        return "Success"
+    if outcome == "take_over":
+        return "A human took over, then handed back"
+    if outcome == "action_error":
+        return f"Failed: {detail.removeprefix('failed: ')}"
+    return f"Not executed: {detail.removeprefix('refused: ')}"

@@ -153,6 +153,46 @@ def test_max_actions_ends_the_run_after_that_many_executed_actions(tmp_path: Pat
         make_agent([], env, tmp_path, max_actions=0)
 
 
+def web_answer(thought: str, action: str) -> str:
+    return f"<think>{thought}</think><answer>Thought: {thought}\nAction: {action}\n" \
+           "Memory_Updated: {}</answer>"
+
+
+def test_web_history_reports_each_actions_outcome(tmp_path: Path) -> None:
+    """The GLM-4.1V web prompt lists Thought, Action and the Observation after it: the
+    model is told which action ran and which was refused (it used to read "Success")."""
+    from glmv_agent.dialects import get_dialect
+    from glmv_agent.trace import TraceReader
+
+    env = FormEnv()  # no set-of-marks elements: a click on label [7] is refused
+    answers = [web_answer("Scroll first.", "Scroll [WINDOW]; [down]"),
+               web_answer("Click the button.", "Click [7]"),
+               web_answer("Done.", "ANSWER; <content>ok</content>")]
+    agent = Agent(ReplayBackend(answers), env, dialect=get_dialect("glm-4.1v", "web"),
+                  settle_time=0, trace_dir=tmp_path / "trace")
+    result = agent.run("look around")
+    assert [r.outcome for r in result.steps] == ["executed", "refused", "terminal"]
+    last = prompt_text(agent.backend.messages[2])
+    assert "0.Thought:Scroll first.\tAction:Scroll [WINDOW]; [down]\tObservation:Success" in last
+    assert ("1.Thought:Click the button.\tAction:Click [7]\tObservation:Not executed: "
+            "element label [7] is not on the current screen") in last
+    # The trace keeps the same history for a resumed run.
+    items = TraceReader(tmp_path / "trace").history()
+    assert [(i.executed, i.observation.split(":")[0]) for i in items] == \
+        [(True, "Success"), (False, "Not executed")]
+
+
+def test_unexecuted_attempts_stay_out_of_other_prompts(tmp_path: Path) -> None:
+    env = FormEnv()
+    no_label = answer({"type": "click", "target": {"element": 4}})  # FormEnv has no labels
+    agent = make_agent([click("plus"), no_label, DONE], env, tmp_path)
+    assert agent.run("press plus").status == "success"
+    third = prompt_text(agent.backend.messages[2])
+    assert third.count('"type": "click"') == 1  # JsonDialect: executed steps only
+    assert "label [4] is not on the current screen" in third  # told as a note instead
+    assert [item.executed for item in agent.history] == [True, False]
+
+
 def test_agent_side_actions_are_recorded_not_executed(tmp_path: Path) -> None:
     from glmv_agent.dialects.autoglm import Note
 

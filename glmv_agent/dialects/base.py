@@ -33,6 +33,12 @@ class HistoryItem(BaseModel):
     step: Step
     screenshot: Image.Image | None = Field(default=None, exclude=True)
     observation_text: str | None = None  # url / app / element list at that step
+    # What happened to the action, for prompts that report it (the web prompt's
+    # "Observation:"): "Success", or why it was not executed / failed.
+    observation: str | None = None
+    # False for an attempt that did not run (refused, denied, failed); only dialects whose
+    # `shows_unexecuted` is True are given those.
+    executed: bool = True
 
 
 class Dialect(ABC):
@@ -70,6 +76,12 @@ class Dialect(ABC):
             {"role": "user", "content": f"Your answer could not be used: {error} "
                                          "Answer again in exactly the required format."},
         ]
+
+    def shows_unexecuted(self) -> bool:
+        """Whether the history given to `build_messages` includes attempts that did not
+        run (`HistoryItem.executed` False), e.g. for a prompt that lists each action with
+        its observed outcome. Default: only executed steps."""
+        return False
 
     def supported_actions(self) -> set[str]:
         """Canonical action types this dialect can emit on its platform."""

@@ -426,7 +426,7 @@ def web_previous_actions(history: list[HistoryItem]) -> str:
     """
     lines = []
     for i, item in enumerate(history):
-        observation = item.step.extra.get("observation", "Success")
+        observation = item.observation or item.step.extra.get("observation", "Success")
         lines.append(f"{i}.Thought:{item.step.explanation or ''}\tAction:{action_text(item)}"
                      f"\tObservation:{observation}")
     return "\n".join(lines)
@@ -534,6 +534,9 @@ class GLM41VDialect(Dialect):
 
     def supported_actions(self) -> set[str]:
         return set(SUPPORTED_ACTIONS[self.platform])
+
+    def shows_unexecuted(self) -> bool:
+        return self.platform == "web"  # its history lists Thought, Action, Observation
 
 
 __all__ = ["GLM41VDialect", "COORDINATES", "ANDROID_WORLD_APPS"]

@@ -139,6 +139,9 @@ class GLM45VDialect(Dialect):
     def supported_actions(self) -> set[str]:
         return set(SUPPORTED_ACTIONS[self.platform])
 
+    def shows_unexecuted(self) -> bool:
+        return self.platform == "web"  # its history lists Thought, Action, Observation
+
 
 _PC_EXPECTED = (
     "Plain text explanation with exactly one action call such as "
