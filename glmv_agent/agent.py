@@ -192,6 +192,7 @@ class Agent:
         self._actions = 0
         self._last_key: str | None = None
         self._last_thumb: np.ndarray | None = None
+        self._last_screenshot: str | None = None  # the file `_last_thumb` was made from
         self._repeats = 0
         self._nudged = False
         self._started = 0.0
@@ -249,6 +250,7 @@ class Agent:
         record.timings["total"] = time.monotonic() - began
         record.ended_at = time.time()
         record.detail = self.vault.mask(record.detail)
+        record.resume_state = self._resume_state()
         self._records.append(record)
         if self._writer is not None:
             self._writer.record(record)
@@ -294,6 +296,8 @@ class Agent:
         self._records = reader.records()
         self._history = reader.history()
         self._register_history_images()
+        if self._records:
+            self._restore_state(self._records[-1].resume_state, reader)
         if self.trace:
             self._writer = TraceWriter(trace_dir, mask=self.vault.mask_obj)
             info.status, info.ended_at, info.error = "running", None, None
@@ -356,6 +360,7 @@ class Agent:
         messages = self.dialect.build_messages(self._task_text(), observation, history)
         messages = self._with_notes(messages)
         step = self._ask(messages, record, deadline)
+        self._notes = []  # shown to the model (kept if the call failed: resume shows them)
         if step is None:
             record.outcome = "parse_error"
             record.detail = f"no usable answer after {record.retries + 1} attempts"
@@ -498,6 +503,7 @@ class Agent:
             return False
         key = json.dumps(action.model_dump(mode="json", exclude={"reason"}), sort_keys=True)
         thumb = screen_thumbnail(observation.screenshot)
+        self._last_screenshot = record.screenshot
         if key == self._last_key and self._last_thumb is not None and same_screen(
             thumb, self._last_thumb
         ):
@@ -608,7 +614,6 @@ class Agent:
         if not self._notes:
             return messages
         note = "\n".join(f"Note: {n}" for n in self._notes)
-        self._notes = []
         out = list(messages)
         for i in range(len(out) - 1, -1, -1):
             if out[i]["role"] != "user":
@@ -643,6 +648,28 @@ class Agent:
         self._image_names[id(image)] = name
         self._image_refs.append(image)
         return name
+
+    def _resume_state(self) -> dict[str, Any]:
+        return {"notes": list(self._notes), "failures": self._failures,
+                "actions": self._actions, "loop_key": self._last_key,
+                "loop_screenshot": self._last_screenshot, "repeats": self._repeats,
+                "nudged": self._nudged}
+
+    def _restore_state(self, state: dict[str, Any], reader: TraceReader) -> None:
+        """Continue where the trace left off (traces written before this field: fresh)."""
+        self._notes = list(state.get("notes", []))
+        self._failures = int(state.get("failures", 0))
+        self._actions = int(state.get("actions", 0))
+        self._repeats = int(state.get("repeats", 0))
+        self._nudged = bool(state.get("nudged", False))
+        self._last_key = state.get("loop_key")
+        self._last_screenshot = state.get("loop_screenshot")
+        shot = None
+        if self._last_screenshot:
+            shot = reader.screenshot(StepRecord(index=0, screenshot=self._last_screenshot))
+        self._last_thumb = screen_thumbnail(shot) if shot is not None else None
+        if self._last_thumb is None:
+            self._last_key, self._repeats = None, 0  # cannot compare screens: start over
 
     def _register_history_images(self) -> None:
         """Let prompts of resumed runs name the history screenshots loaded from disk."""

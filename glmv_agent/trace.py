@@ -98,6 +98,9 @@ class StepRecord(BaseModel):
     confirmed: bool | None = None
     timings: dict[str, float] = Field(default_factory=dict)
     error: str | None = None
+    # The agent's bookkeeping after this step, so `Agent.resume_run` continues exactly:
+    # notes not yet shown to the model, loop detection, consecutive failures, actions.
+    resume_state: dict[str, Any] = Field(default_factory=dict)
 
     def parsed_step(self) -> Step | None:
         """The parsed Step rebuilt from the record (None if the model never parsed)."""

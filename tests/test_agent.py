@@ -421,6 +421,32 @@ def test_resume_after_backend_failure(tmp_path: Path) -> None:
         second.resume_run(tmp_path / "trace")
 
 
+def test_resume_restores_pending_notes_and_loop_state(tmp_path: Path) -> None:
+    env = FormEnv()
+    no_label = answer({"type": "click", "target": {"element": 4}})
+    first = make_agent([no_label], env, tmp_path)  # refused, then the backend runs dry
+    assert first.run("press plus").status == "error"
+    second = Agent(ReplayBackend([click("plus"), DONE]), env, dialect=JsonDialect("pc"),
+                   settle_time=0)
+    assert second.resume_run(tmp_path / "trace").status == "success"
+    # The refusal note the interrupted run never delivered reaches the model now.
+    assert "label [4] is not on the current screen" in prompt_text(second.backend.messages[0])
+    assert "label [4]" not in prompt_text(second.backend.messages[1])
+
+    env = FormEnv()
+    loops = tmp_path / "loops"
+    first = Agent(ReplayBackend([click("dead")] * 2), env, dialect=JsonDialect("pc"),
+                  settle_time=0, trace_dir=loops, loop_limit=3)
+    assert first.run("do something").status == "error"
+    second = Agent(ReplayBackend([click("dead"), DONE]), env, dialect=JsonDialect("pc"),
+                   settle_time=0, loop_limit=3)
+    resumed = second.resume_run(loops)
+    # The third identical click on an unchanged screen is caught across the resume.
+    assert [r.outcome for r in resumed.steps[2:]] == ["error", "loop_nudge", "terminal"]
+    assert len(env.executed) == 2
+    assert "same action" in prompt_text(second.backend.messages[1])
+
+
 def test_bad_configuration(tmp_path: Path) -> None:
     env = FormEnv()
     with pytest.raises(ConfigError, match="model_name"):
