@@ -2,7 +2,8 @@
 
 Exit codes: 0 the task succeeded (or the command did its job), 1 the task ended without
 success (infeasible, max steps, loop, stopped, refused), 2 bad usage or configuration,
-3 an environment or backend failure, 130 interrupted by Ctrl+C.
+3 an environment or backend failure (a run that ended with status "error" included),
+130 interrupted by Ctrl+C (the run is stopped and its trace closed first).
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--url", help="web: the page to start on")
     run.add_argument("--headed", action="store_true", help="web: show the browser window")
     run.add_argument("--viewport", default="1280x720", help="web: WxH (default: %(default)s)")
+    run.add_argument("--dpr", type=float, default=1.0, metavar="RATIO",
+                     help="web: device pixel ratio, e.g. 2 for a HiDPI screenshot (default: 1)")
+    run.add_argument("--stability-timeout", type=float, default=5.0, metavar="SECONDS",
+                     help="web: wait at most this long for the page to settle after an "
+                          "action (default: %(default)s)")
     run.add_argument("--set-of-marks", action="store_true",
                      help="web: label interactive elements (GLM-4.1V web prompt)")
     run.add_argument("--allowed-domain", action="append", default=None, metavar="DOMAIN",
@@ -252,8 +258,11 @@ class StreamPrinter:
             self.at_line_start = True
 
 
-def run_agent(agent: Any, task: str, show_thinking: bool) -> Any:
-    """Run with live progress; Ctrl+C stops the agent cleanly and still returns a result.
+def run_agent(agent: Any, task: str, show_thinking: bool) -> tuple[Any, bool]:
+    """Run with live progress: (result, whether Ctrl+C interrupted it).
+
+    Ctrl+C stops the agent cleanly (the step is recorded, the trace closed) and the result
+    is still returned.
 
     With `show_thinking`, the model's answers stream to the terminal as they are
     generated (the agent was built with a `StreamPrinter` as `on_text`).
@@ -267,7 +276,10 @@ def run_agent(agent: Any, task: str, show_thinking: bool) -> Any:
     except KeyboardInterrupt:
         agent.stop()
         _out("interrupted: stopping")
-    return agent.result
+        if agent.result is None:  # interrupted before the run was set up
+            raise
+        return agent.result, True
+    return agent.result, False
 
 
 def summarize(result: Any) -> int:
@@ -280,7 +292,9 @@ def summarize(result: Any) -> int:
     _out(f"steps:  {len(result.steps)}")
     if result.trace_dir:
         _out(f"trace:  {result.trace_dir}")
-    return EXIT_OK if result.status in ("success", "answered") else EXIT_UNFINISHED
+    if result.status in ("success", "answered"):
+        return EXIT_OK
+    return EXIT_FAILURE if result.status == "error" else EXIT_UNFINISHED
 
 
 def _parse_viewport(text: str) -> tuple[int, int]:
@@ -308,12 +322,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             **agent_kwargs, **generation_kwargs(args),
         )
         _out(f"task: {args.task}")
-        result = run_agent(agent, args.task, args.show_thinking)
+        result, interrupted = run_agent(agent, args.task, args.show_thinking)
         if getattr(args, "report", False) and result.trace_dir:
             from .report import render_report
 
             _out(f"report: {render_report(result.trace_dir)}")
-        return summarize(result)
+        code = summarize(result)
+        return EXIT_INTERRUPTED if interrupted else code
     finally:
         env.close()
 
@@ -324,6 +339,7 @@ def open_env(args: argparse.Namespace) -> Any:
 
         return WebEnv.launch(
             url=args.url, headless=not args.headed, viewport=_parse_viewport(args.viewport),
+            device_scale_factor=args.dpr, stability_timeout=args.stability_timeout,
             set_of_marks=args.set_of_marks, allowed_domains=args.allowed_domain,
         )
     if args.env == "desktop":

@@ -495,6 +495,78 @@ def test_closed_env_raises_env_error(env: WebEnv) -> None:
     context.close()
 
 
+def in_own_thread(work: Any) -> Any:
+    """Run `work()` in a new thread: the module's sync playwright owns this thread's loop."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as exc:  # re-raised in the test's thread below
+            box["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=120)
+    if "error" in box:
+        raise box["error"]
+    assert "result" in box, "the scenario did not finish"
+    return box["result"]
+
+
+def _descendants() -> set[int]:
+    """Live processes below this test process (playwright's driver, Chromium), from /proc."""
+    import os
+    from pathlib import Path
+
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":  # zombies are gone already, only not reaped
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_launch_with_bad_options_leaves_no_browser_running(server: PageServer) -> None:
+    import time
+
+    def launch_badly() -> None:
+        with pytest.raises(ConfigError, match="stability_timeout"):
+            WebEnv.launch(server.url("buttons.html"), stability_timeout=-1)
+        with pytest.raises(ConfigError, match="allowed_domains"):
+            WebEnv.launch(allowed_domains=[""])
+
+    before = _descendants()
+    in_own_thread(launch_badly)
+    deadline = time.monotonic() + 20  # processes may take a moment to be reaped
+    while _descendants() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _descendants() - before
+
+
+def test_cli_open_env_passes_dpr_and_stability_timeout(server: PageServer) -> None:
+    from glmv_agent.cli import build_parser, open_env
+
+    args = build_parser().parse_args([
+        "run", "task", "--env", "web", "--url", server.url("buttons.html"), "--viewport",
+        "640x360", "--dpr", "2", "--stability-timeout", "3", "--model", "unused.json",
+    ])
+
+    def scenario() -> tuple[tuple[int, int], float, float]:
+        with open_env(args) as web:
+            obs = web.observe()
+            return obs.size, obs.extra["device_pixel_ratio"], web._core.stability_timeout
+
+    assert in_own_thread(scenario) == ((1280, 720), 2, 3)
+
+
 def test_async_twin(server: PageServer) -> None:
     from glmv_agent.envs.web import AsyncWebEnv
 
@@ -521,21 +593,7 @@ def test_async_twin(server: PageServer) -> None:
             await env.observe()
         return facts
 
-    # playwright's sync API owns this thread's event loop: run the async twin in its own.
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box.update(asyncio.run(scenario()))
-        except BaseException as exc:  # re-raised in the test's thread below
-            box["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(timeout=120)
-    if "error" in box:
-        raise box["error"]
-    assert box, "the async scenario did not finish"
+    box = in_own_thread(lambda: asyncio.run(scenario()))
     assert box["size"] == (2560, 1440)
     assert box["dialog"] == {"type": "confirm", "message": "Delete everything?"}
     assert "confirm dialog" in box["detail"] and box["log"] == ["confirm false"]

@@ -16,14 +16,14 @@ from ..actions import BaseAction, Goto
 from ..errors import ConfigError, EnvError, UnsupportedActionError
 from .base import ActionHandler, ActionOutcome, Observation, Platform
 from .web import (
-    WEB_ACTIONS, PlaywrightError, _launch_plan, _WebCore, drive_async, resolve_target,
-    translate_error,
+    WEB_ACTIONS, PlaywrightError, _WebCore, _WebEnvShared, close_plan, drive_async,
+    open_env_plan, resolve_target, translate_error,
 )
 
 logger = logging.getLogger(__name__)
 
 
-class AsyncWebEnv:
+class AsyncWebEnv(_WebEnvShared):
     """A browser page driven through playwright's async API (see `WebEnv`)."""
 
     platform: ClassVar[Platform] = "web"
@@ -60,20 +60,14 @@ class AsyncWebEnv:
         from playwright.async_api import async_playwright
 
         playwright = await async_playwright().start()
-        try:
-            browser, _context, page = await drive_async(_launch_plan(
-                playwright, headless=headless, viewport=viewport,
-                device_scale_factor=device_scale_factor, executable_path=executable_path,
-                browser_args=browser_args,
-            ))
-        except BaseException:
-            await playwright.stop()
-            raise
-        env = cls(
-            page, allowed_domains=allowed_domains, set_of_marks=set_of_marks,
-            allow_file_chooser=allow_file_chooser, stability_timeout=stability_timeout,
-            rewrite_selects=rewrite_selects, _owned=(playwright, browser),
-        )
+        env: AsyncWebEnv = await drive_async(open_env_plan(
+            cls, playwright,
+            dict(headless=headless, viewport=viewport, device_scale_factor=device_scale_factor,
+                 executable_path=executable_path, browser_args=browser_args),
+            dict(allowed_domains=allowed_domains, set_of_marks=set_of_marks,
+                 allow_file_chooser=allow_file_chooser, stability_timeout=stability_timeout,
+                 rewrite_selects=rewrite_selects),
+        ))
         try:
             await env._ensure_routing()
             if url is not None:
@@ -82,19 +76,6 @@ class AsyncWebEnv:
             await env.close()
             raise
         return env
-
-    # -- properties --------------------------------------------------------------------
-    @property
-    def page(self) -> Any:
-        return self._core.live_page()
-
-    @property
-    def context(self) -> Any:
-        return self._core.context
-
-    @property
-    def file_chooser(self) -> Any:
-        return self._core.file_chooser
 
     # -- plumbing ----------------------------------------------------------------------
     async def _route(self, route: Any, request: Any) -> None:
@@ -119,20 +100,7 @@ class AsyncWebEnv:
         if self._closed:
             return
         self._closed = True
-        self._core.detach()
-        if self._owned is None:
-            if self._routed:
-                try:
-                    await self._core.context.unroute("**/*", self._route)
-                except Exception:  # the user's context may already be closed
-                    pass
-            return
-        playwright, browser = self._owned
-        for step in (self._core.context.close, browser.close, playwright.stop):
-            try:
-                await step()
-            except Exception as exc:  # closing what is already gone is fine
-                logger.debug("while closing the browser: %s", exc)
+        await drive_async(close_plan(self._core, self._owned, self._route if self._routed else None))
 
     async def __aenter__(self) -> AsyncWebEnv:
         return self

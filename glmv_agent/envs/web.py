@@ -787,10 +787,67 @@ def _launch_plan(
     return browser, context, page
 
 
+def open_env_plan(
+    cls: Any, playwright: Any, launch: dict[str, Any], options: dict[str, Any]
+) -> Plan:
+    """Launch Chromium and wrap its page in `cls`; on any failure close what was started."""
+    try:
+        browser, _context, page = yield from _launch_plan(playwright, **launch)
+    except BaseException:
+        yield playwright.stop()
+        raise
+    try:
+        return cls(page, _owned=(playwright, browser), **options)
+    except BaseException:  # e.g. a bad allow-list: do not leak the browser we just started
+        yield from _close_owned(page.context, (playwright, browser))
+        raise
+
+
+def close_plan(core: _WebCore, owned: tuple[Any, Any] | None, route_handler: Any) -> Plan:
+    """Detach from the page; close the browser we launched, or only unroute a user's page."""
+    core.detach()
+    if owned is not None:
+        yield from _close_owned(core.context, owned)
+    elif route_handler is not None:
+        try:
+            yield core.context.unroute("**/*", route_handler)
+        except Exception:  # the user's context may already be closed
+            pass
+
+
+def _close_owned(context: Any, owned: tuple[Any, Any]) -> Plan:
+    playwright, browser = owned
+    for step in (context.close, browser.close, playwright.stop):
+        try:
+            yield step()
+        except Exception as exc:  # closing what is already gone is fine
+            logger.debug("while closing the browser: %s", exc)
+
+
+class _WebEnvShared:
+    """The properties WebEnv and AsyncWebEnv share over their `_WebCore`."""
+
+    _core: _WebCore
+
+    @property
+    def page(self) -> Any:
+        """The page actions go to (the newest tab after a popup opened)."""
+        return self._core.live_page()
+
+    @property
+    def context(self) -> Any:
+        return self._core.context
+
+    @property
+    def file_chooser(self) -> Any:
+        """The last file chooser an action opened (only with allow_file_chooser=True)."""
+        return self._core.file_chooser
+
+
 # -- the sync environment ----------------------------------------------------------------
 
 
-class WebEnv(Environment):
+class WebEnv(_WebEnvShared, Environment):
     """A browser page driven through playwright's sync API.
 
     `WebEnv.launch(url)` starts and owns a Chromium (closed by `close()` or `with`);
@@ -842,45 +899,24 @@ class WebEnv(Environment):
         """Start Chromium with one page of `viewport` CSS pixels and open `url` if given."""
         from playwright.sync_api import sync_playwright
 
-        playwright = sync_playwright().start()
-        try:
-            browser, _context, page = drive_sync(_launch_plan(
-                playwright, headless=headless, viewport=viewport,
-                device_scale_factor=device_scale_factor, executable_path=executable_path,
-                browser_args=browser_args,
-            ))
-        except BaseException:
-            playwright.stop()
-            raise
-        env = cls(
-            page, allowed_domains=allowed_domains, set_of_marks=set_of_marks,
-            allow_file_chooser=allow_file_chooser, stability_timeout=stability_timeout,
-            rewrite_selects=rewrite_selects, _owned=(playwright, browser),
-        )
-        if url is not None:
-            from ..actions import Goto
+        from ..actions import Goto
 
+        playwright = sync_playwright().start()
+        env: WebEnv = drive_sync(open_env_plan(
+            cls, playwright,
+            dict(headless=headless, viewport=viewport, device_scale_factor=device_scale_factor,
+                 executable_path=executable_path, browser_args=browser_args),
+            dict(allowed_domains=allowed_domains, set_of_marks=set_of_marks,
+                 allow_file_chooser=allow_file_chooser, stability_timeout=stability_timeout,
+                 rewrite_selects=rewrite_selects),
+        ))
+        if url is not None:
             try:
                 env.execute(Goto(url=url))
             except BaseException:
                 env.close()
                 raise
         return env
-
-    # -- properties --------------------------------------------------------------------
-    @property
-    def page(self) -> Any:
-        """The page actions go to (the newest tab after a popup opened)."""
-        return self._core.live_page()
-
-    @property
-    def context(self) -> Any:
-        return self._core.context
-
-    @property
-    def file_chooser(self) -> Any:
-        """The last file chooser an action opened (only with allow_file_chooser=True)."""
-        return self._core.file_chooser
 
     # -- plumbing ----------------------------------------------------------------------
     def _route(self, route: Any, request: Any) -> None:
@@ -900,20 +936,8 @@ class WebEnv(Environment):
         if self._closed:
             return
         self._closed = True
-        self._core.detach()
-        if self._owned is None:
-            if self._core.allowed is not None:
-                try:
-                    self._core.context.unroute("**/*", self._route)
-                except Exception:  # the user's context may already be closed
-                    pass
-            return
-        playwright, browser = self._owned
-        for step in (self._core.context.close, browser.close, playwright.stop):
-            try:
-                step()
-            except Exception as exc:  # closing what is already gone is fine
-                logger.debug("while closing the browser: %s", exc)
+        routed = self._route if self._core.allowed is not None else None
+        drive_sync(close_plan(self._core, self._owned, routed))
 
     # -- Environment -------------------------------------------------------------------
     def _capture(self) -> Observation:
