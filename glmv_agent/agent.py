@@ -74,7 +74,22 @@ class RunResult(BaseModel):
 
 
 class Agent:
-    """Runs one model family on one environment until the task is done."""
+    """Runs one model family on one environment until the task is done.
+
+    `model` is a `Backend`, an OpenAI-compatible URL (with `model_name=`), a checkpoint
+    directory or a replay file. Limits: `max_steps` (model answers), `max_actions`
+    (executed actions; the run ends as "success" after that many, e.g. 1 for "do exactly
+    one thing"), `step_timeout` / `model_timeout` (seconds), `max_parse_retries`,
+    `loop_limit` (the same action on an unchanged screen). A sensitive action is executed
+    only if `confirm(action, step)` returns True; without `confirm` it is denied, and with
+    `stop_on_denial=True` a denial ends the run as "refused".
+
+    Secrets: `secrets={"name": "value"}` lets the model type `{{name}}`; the value is put
+    in only at execution and masked in prompts, answers, logs and traces. Screenshots are
+    NOT masked: once a secret is typed into a field that shows its text (anything but a
+    password field), later screenshots show it to the model and the trace PNGs keep it.
+    Type secrets into password fields only, or pass `trace=False` where that matters.
+    """
 
     def __init__(
         self,
