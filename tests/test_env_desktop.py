@@ -110,6 +110,21 @@ def test_observation_names_the_focused_window(env: DesktopEnv, display: VirtualD
     assert env.observe().title != "GLM-V test app"
 
 
+def test_stop_process_kills_a_child_that_ignores_terminate() -> None:
+    from glmv_agent.envs._xvfb import stop_process
+
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+         "print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert stubborn.stdout is not None and stubborn.stdout.readline() == "ready\n"
+    stop_process(stubborn, timeout=0.5)
+    assert stubborn.returncode == -9  # SIGTERM ignored, so it was killed, and reaped
+    stubborn.stdout.close()
+    stop_process(stubborn)  # an exited process: nothing to do
+
+
 def test_monitor_zero_is_the_whole_screen_and_a_missing_monitor_is_named(display: VirtualDisplay) -> None:
     assert DesktopEnv(0, display=display.name).observe().size == (display.width, display.height)
     with pytest.raises(EnvError, match="monitor 5 does not exist; available"):

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import pytest
 
 from glmv_agent.actions import Point, Target
+from glmv_agent.envs._xvfb import stop_process
 from glmv_agent.geometry import pixel_to_normalized
 
 APP = Path(__file__).with_name("desktop_app.py")
@@ -117,13 +118,7 @@ class TkApp:
         return self.target_at(*self.centre_pixel(name))
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         for stream in (self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import EnvError
 
@@ -24,6 +25,17 @@ _SOCKET_DIR = Path("/tmp/.X11-unix")
 
 def _display_free(number: int) -> bool:
     return not (_SOCKET_DIR / f"X{number}").exists() and not Path(f"/tmp/.X{number}-lock").exists()
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """Terminate a child process, kill it if it does not exit in `timeout`, and reap it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def ensure_xauthority() -> None:
@@ -69,13 +81,17 @@ class VirtualDisplay:
                  "-nolisten", "tcp", "-noreset"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
-            if self._wait_ready(number, process):
+            try:
+                ready = self._wait_ready(number, process)
+            except BaseException:  # e.g. Ctrl+C while waiting: never leave Xvfb behind
+                stop_process(process, timeout=0)
+                raise
+            if ready:
                 self.number, self._process = number, process
                 logger.info("Xvfb :%d started (%dx%d)", number, self.width, self.height)
                 return self
             # Lost a race for this number with another process, or Xvfb failed: try the next.
-            process.kill()
-            process.wait()
+            stop_process(process, timeout=0)
         raise EnvError(f"could not start Xvfb on any display from :{self.first_number}")
 
     def _wait_ready(self, number: int, process: subprocess.Popen[bytes]) -> bool:
@@ -91,12 +107,7 @@ class VirtualDisplay:
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop_process(self._process)
             self._process = None
         self.number = None
 
