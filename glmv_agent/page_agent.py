@@ -267,7 +267,55 @@ def _detail(result: RunResult) -> str:
     return f": {'; '.join(parts)}" if parts else ""
 
 
-class PageAgent:
+class _PageAgentBase:
+    """The constructor and plumbing `PageAgent` and `AsyncPageAgent` share."""
+
+    def __init__(
+        self, page: Any, model: Backend | str | Path, *, family: str = "glm-4.1v",
+        set_of_marks: bool | None = None, max_steps: int = 15,
+        trace_dir: str | Path | None = None, model_name: str | None = None,
+        backend_options: dict[str, Any] | None = None, query_attempts: int = 2,
+        click_attempts: int = 2, env_options: dict[str, Any] | None = None,
+        **agent_options: Any,
+    ) -> None:
+        if set_of_marks is None:
+            set_of_marks = _uses_element_labels(family)
+        self.page = page
+        env = self._attach(page, set_of_marks, env_options or {})
+        try:
+            self._commands = _Commands(
+                env, model, family=family, max_steps=max_steps, trace_dir=trace_dir,
+                model_name=model_name, backend_options=backend_options,
+                query_attempts=query_attempts, click_attempts=click_attempts,
+                agent_options=dict(agent_options),
+            )
+        except BaseException:
+            self._detach_after_error()
+            raise
+
+    def _attach(self, page: Any, set_of_marks: bool, env_options: dict[str, Any]) -> Environment:
+        """The blocking environment the commands drive on `page`."""
+        raise NotImplementedError
+
+    def _detach_after_error(self) -> None:
+        """Undo `_attach` when the constructor fails (nothing by default)."""
+
+    @property
+    def backend(self) -> Backend:
+        return self._commands.backend
+
+    @property
+    def last_result(self) -> RunResult | None:
+        """The run of the last command (steps, answer, trace directory)."""
+        return self._commands.last_result
+
+    def stop(self) -> None:
+        """Stop the running command at its next step (from another thread)."""
+        if self._commands.current is not None:
+            self._commands.current.stop()
+
+
+class PageAgent(_PageAgentBase):
     """Natural-language commands on a sync playwright `Page` you own.
 
     `model` is a `Backend`, an OpenAI-compatible URL (with `model_name=`), a checkpoint
@@ -278,39 +326,14 @@ class PageAgent:
     parameters, `allowed_domains`, `policy`, ...).
     """
 
-    def __init__(
-        self, page: Any, model: Backend | str | Path, *, family: str = "glm-4.1v",
-        set_of_marks: bool | None = None, max_steps: int = 15,
-        trace_dir: str | Path | None = None, model_name: str | None = None,
-        backend_options: dict[str, Any] | None = None, query_attempts: int = 2,
-        click_attempts: int = 2, env_options: dict[str, Any] | None = None,
-        **agent_options: Any,
-    ) -> None:
+    def _attach(self, page: Any, set_of_marks: bool, env_options: dict[str, Any]) -> Environment:
         from .envs.web import WebEnv
 
-        if set_of_marks is None:
-            set_of_marks = _uses_element_labels(family)
-        self.page = page
-        self.env = WebEnv(page, set_of_marks=set_of_marks, **(env_options or {}))
-        try:
-            self._commands = _Commands(
-                self.env, model, family=family, max_steps=max_steps, trace_dir=trace_dir,
-                model_name=model_name, backend_options=backend_options,
-                query_attempts=query_attempts, click_attempts=click_attempts,
-                agent_options=dict(agent_options),
-            )
-        except BaseException:
-            self.env.close()
-            raise
+        self.env = WebEnv(page, set_of_marks=set_of_marks, **env_options)
+        return self.env
 
-    @property
-    def backend(self) -> Backend:
-        return self._commands.backend
-
-    @property
-    def last_result(self) -> RunResult | None:
-        """The run of the last command (steps, answer, trace directory)."""
-        return self._commands.last_result
+    def _detach_after_error(self) -> None:
+        self.env.close()
 
     def act(self, instruction: str, *, raise_on_failure: bool = True) -> RunResult:
         """Carry out `instruction` on the page; TaskFailedError unless it succeeds."""
@@ -331,11 +354,6 @@ class PageAgent:
         self._commands.assert_that(statement)
 
     check = assert_that
-
-    def stop(self) -> None:
-        """Stop the running command at its next step (from another thread)."""
-        if self._commands.current is not None:
-            self._commands.current.stop()
 
     def close(self) -> None:
         """Detach from the page (left open) and close a backend this agent created."""
@@ -385,39 +403,16 @@ class _LoopBridgeEnv(Environment):
         self.async_env.register_handler(action_type, handler)
 
 
-class AsyncPageAgent:
+class AsyncPageAgent(_PageAgentBase):
     """`PageAgent` for a `playwright.async_api` page: the same commands, awaited."""
 
-    def __init__(
-        self, page: Any, model: Backend | str | Path, *, family: str = "glm-4.1v",
-        set_of_marks: bool | None = None, max_steps: int = 15,
-        trace_dir: str | Path | None = None, model_name: str | None = None,
-        backend_options: dict[str, Any] | None = None, query_attempts: int = 2,
-        click_attempts: int = 2, env_options: dict[str, Any] | None = None,
-        **agent_options: Any,
-    ) -> None:
+    def _attach(self, page: Any, set_of_marks: bool, env_options: dict[str, Any]) -> Environment:
         from .envs.web import AsyncWebEnv
 
-        if set_of_marks is None:
-            set_of_marks = _uses_element_labels(family)
-        self.page = page
-        self.async_env = AsyncWebEnv(page, set_of_marks=set_of_marks, **(env_options or {}))
+        self.async_env = AsyncWebEnv(page, set_of_marks=set_of_marks, **env_options)
         self._bridge = _LoopBridgeEnv(self.async_env)
-        self._commands = _Commands(
-            self._bridge, model, family=family, max_steps=max_steps, trace_dir=trace_dir,
-            model_name=model_name, backend_options=backend_options,
-            query_attempts=query_attempts, click_attempts=click_attempts,
-            agent_options=dict(agent_options),
-        )
         self._lock: asyncio.Lock | None = None
-
-    @property
-    def backend(self) -> Backend:
-        return self._commands.backend
-
-    @property
-    def last_result(self) -> RunResult | None:
-        return self._commands.last_result
+        return self._bridge
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -449,10 +444,6 @@ class AsyncPageAgent:
         await self._run(self._commands.assert_that, statement)
 
     check = assert_that
-
-    def stop(self) -> None:
-        if self._commands.current is not None:
-            self._commands.current.stop()
 
     async def close(self) -> None:
         """Detach from the page (left open) and close a backend this agent created."""
