@@ -44,6 +44,7 @@ table.timings{border-collapse:collapse;font-size:12.5px}
 table.timings td{padding:1px 10px 1px 0}
 .answer{background:#fff;border-left:4px solid #0b6b2f;padding:10px 14px;margin-bottom:20px}
 .noshot{color:#86909c;font-style:italic}
+.note{background:#fff7e6;border-left:4px solid #d46b08;padding:8px 14px;margin-bottom:12px}
 """
 
 
@@ -52,18 +53,31 @@ def render_report(trace_dir: str | Path, output: str | Path | None = None) -> Pa
     reader = TraceReader(trace_dir)
     info = reader.info
     records = reader.records()
-    page = render_html(info, records, reader.dir)
+    notes: list[str] = []
+    if reader.torn_line is not None:
+        notes.append(f"steps.jsonl has an incomplete last line (line {reader.torn_line}, "
+                     "cut off when the run was killed); that step is not shown.")
+    missing = [r.index for r in records
+               if r.screenshot and not (reader.dir / r.screenshot).is_file()]
+    if missing:
+        notes.append(f"screenshot files are missing for step(s) {missing}.")
+    page = render_html(info, records, reader.dir, notes)
     target = Path(output) if output is not None else reader.dir / "report.html"
     target.write_text(page, encoding="utf-8")
     return target
 
 
-def render_html(info: RunInfo, records: list[StepRecord], trace_dir: Path) -> str:
+def render_html(info: RunInfo, records: list[StepRecord], trace_dir: Path,
+                notes: list[str] | None = None) -> str:
+    """The report page; `notes` (what is missing or damaged in the trace) go on top."""
     steps = "\n".join(_render_step(r, trace_dir) for r in records)
     duration = (info.ended_at or time.time()) - info.started_at
     answer = (
         f'<div class="answer"><b>Answer:</b> {_e(info.answer)}</div>' if info.answer else ""
     )
+    if info.error:
+        answer += f'<div class="note"><b>Error:</b> {_e(info.error)}</div>'
+    answer = "".join(f'<div class="note">Note: {_e(n)}</div>' for n in notes or []) + answer
     meta = " · ".join(
         part for part in (
             f"status {_badge(info.status)}",
