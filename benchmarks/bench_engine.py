@@ -57,7 +57,7 @@ def worker_ours(ckpt: Path, dtype: str, runs: int, tokens: int) -> dict[str, Any
     import torch
 
     from glmv_agent.glm4v.engine import load
-    from glmv_agent.glm4v.generation import GenerationConfig, generate, prefill
+    from glmv_agent.glm4v.generation import prefill
     from glmv_agent.messages import image, message
 
     t0 = time.perf_counter()
@@ -79,9 +79,8 @@ def worker_ours(ckpt: Path, dtype: str, runs: int, tokens: int) -> dict[str, Any
         prefill(engine.model, inputs["input_ids"], cache, **extra)
         pf.append(time.perf_counter() - t0)
         del cache
-    config = GenerationConfig(max_new_tokens=tokens, eos_token_ids=())
     for _ in range(runs):
-        result = generate(engine.model, engine._new_decoder, inputs, config)[0]
+        (result,) = engine.generate_inputs(inputs, do_sample=False, max_new_tokens=tokens, eos_token_ids=())
         assert len(result.token_ids) == tokens
         tps.append(result.decode_tokens_per_second)
     return {"load_s": load_s, "rss_after_load_mb": rss_load, "peak_rss_mb": peak_rss_mb(),

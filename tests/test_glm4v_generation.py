@@ -297,11 +297,11 @@ def test_special_tokens_kept_by_default_and_dropped_on_request(engine):
     box = [engine.tokenizer.special_token_id("<|begin_of_box|>"), engine.tokenizer.special_token_id("<|end_of_box|>")]
     inputs = _prompt_inside_think(engine)
     think_ids = (engine.think_ids[0], box)
-    kept = generate(engine.model, engine._new_decoder, inputs,
+    kept = generate(engine.model, engine.text_decoder, inputs,
                     engine.generation_config(do_sample=False, max_new_tokens=8, thinking_budget=2), think_ids=think_ids)[0]
     assert kept.token_ids[2:4] == box
     assert "<|begin_of_box|><|end_of_box|>" in kept.text
-    skipped = generate(engine.model, engine._new_decoder, inputs,
+    skipped = generate(engine.model, engine.text_decoder, inputs,
                        engine.generation_config(do_sample=False, max_new_tokens=8, thinking_budget=2,
                                                 keep_special_tokens=False), think_ids=think_ids)[0]
     assert skipped.token_ids == kept.token_ids
@@ -314,12 +314,9 @@ def test_thinking_budget_forces_close_and_generation_continues(engine):
     close_ids = engine.think_ids[1]
     inputs = _prompt_inside_think(engine)
     budget = 6
-    free = generate(engine.model, engine._new_decoder, inputs,
-                    engine.generation_config(do_sample=False, max_new_tokens=N_TOKENS))[0]
+    (free,) = engine.generate_inputs(inputs, do_sample=False, max_new_tokens=N_TOKENS)
     assert close_ids[0] not in free.token_ids
-    forced = generate(engine.model, engine._new_decoder, inputs,
-                      engine.generation_config(do_sample=False, max_new_tokens=N_TOKENS, thinking_budget=budget),
-                      think_ids=engine.think_ids)[0]
+    (forced,) = engine.generate_inputs(inputs, do_sample=False, max_new_tokens=N_TOKENS, thinking_budget=budget)
     n = len(close_ids)
     assert forced.token_ids[:budget] == free.token_ids[:budget]
     assert forced.token_ids[budget:budget + n] == close_ids

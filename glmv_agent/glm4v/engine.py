@@ -121,8 +121,17 @@ class Glm4vEngine:
 
     # ---- generation -------------------------------------------------------------------
 
-    def _new_decoder(self, skip_special_tokens: bool) -> Any:
+    def text_decoder(self, skip_special_tokens: bool) -> Any:
+        """A fresh incremental detokenizer (what generation uses to stream text)."""
         return self.tokenizer.stream_decoder(skip_special_tokens=skip_special_tokens)
+
+    def generate_inputs(self, inputs: dict[str, Any], **options: Any) -> list[GenerationResult]:
+        """Generate from ready processor tensors (e.g. a prompt you extended by hand)."""
+        config = self.generation_config(**options)
+        inputs = self._to_device(inputs)
+        with self._lock:
+            return generate(self.model, self.text_decoder, inputs, config, think_ids=self.think_ids,
+                            pad_token_id=self.pad_token_id, step_fn=self._step)
 
     def generate(self, messages: list[Message], *, enable_thinking: bool | None = None,
                  **options: Any) -> GenerationResult:
@@ -132,11 +141,9 @@ class Glm4vEngine:
     def generate_batch(self, conversations: Sequence[list[Message]], *,
                        enable_thinking: bool | None = None, **options: Any) -> list[GenerationResult]:
         """One result per conversation, generated together (left padding)."""
-        config = self.generation_config(**options)
+        self.generation_config(**options)  # bad options fail before preprocessing
         inputs = self.prepare_batch(conversations, enable_thinking=enable_thinking)
-        with self._lock:
-            return generate(self.model, self._new_decoder, inputs, config, think_ids=self.think_ids,
-                            pad_token_id=self.pad_token_id, step_fn=self._step)
+        return self.generate_inputs(inputs, **options)
 
     def chat(self, messages: list[Message], *, enable_thinking: bool | None = None, **options: Any) -> str:
         """The answer text (special tokens kept, eos and stop strings removed)."""
@@ -154,7 +161,7 @@ class Glm4vEngine:
     def _locked_stream(self, inputs: dict[str, Any], config: GenerationConfig,
                        result_holder: list[GenerationResult] | None) -> Iterator[str]:
         with self._lock:
-            yield from stream_generate(self.model, self._new_decoder, inputs, config,
+            yield from stream_generate(self.model, self.text_decoder, inputs, config,
                                        think_ids=self.think_ids, step_fn=self._step,
                                        result_holder=result_holder)
 
