@@ -368,6 +368,12 @@ class Agent:
         observation = self.env.observe()
         record.timings["observe"] = time.monotonic() - t
         self._record_observation(record, observation)
+        dialog = observation.extra.get("dialog")
+        if isinstance(dialog, dict):  # a page dialog the web env dismissed since the last step
+            self._notes.append(
+                f"After your last action the page showed a {dialog.get('type', 'JavaScript')} "
+                f"dialog {dialog.get('message', '')!r}, which was dismissed (Cancel)."
+            )
 
         history = self._history
         if not self.dialect.shows_unexecuted():

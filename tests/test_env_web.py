@@ -643,3 +643,25 @@ def test_agent_completes_a_form_with_recorded_glm41v_web_answers(
     assert '[0]: <input> \\"\\";' in first_prompt and '<button> \\"Send\\"' in first_prompt
     trace = tmp_path / "trace"
     assert trace.is_dir() and any(trace.rglob("*.png"))
+
+
+def test_agent_tells_the_model_about_a_dismissed_dialog(env: WebEnv, server: PageServer,
+                                                        tmp_path: Any) -> None:
+    """A dialog the env dismissed reaches the model as a note on its next prompt."""
+    from glmv_agent.agent import Agent
+    from glmv_agent.backends.replay import ReplayBackend
+
+    from scripted_env import JsonDialect, answer
+
+    obs = open_page(env, server, "dialogs.html")
+    point = target_of(env, obs, "#alert").point
+    assert point is not None
+    click = answer({"type": "click", "target": {"point": {"x": point.x, "y": point.y}}})
+    backend = ReplayBackend([click, answer({"type": "done", "success": True})])
+    agent = Agent(backend, env, dialect=JsonDialect("web"), trace_dir=tmp_path / "trace",
+                  settle_time=0)
+    assert agent.run("press the alert button").status == "success"
+    first, second = (json.dumps(m, default=str) for m in backend.messages)
+    assert "dialog" not in first
+    assert "alert dialog 'Saved!', which was dismissed" in second
+    assert page_log(env) == ["after alert"]
