@@ -311,11 +311,16 @@ def _parse_viewport(text: str) -> tuple[int, int]:
 def cmd_run(args: argparse.Namespace) -> int:
     from .agent import Agent
 
+    from .backends import make_backend
+
     model, agent_kwargs = resolve_model(args)
+    # The model first: a broken checkpoint or URL fails before a browser is started.
+    backend = make_backend(model, model_name=agent_kwargs.pop("model_name", None),
+                           **(agent_kwargs.pop("backend_options", None) or {}))
     env = open_env(args)
     try:
         agent = Agent(
-            model, env, family=args.family, max_steps=args.max_steps, dry_run=args.dry_run,
+            backend, env, family=args.family, max_steps=args.max_steps, dry_run=args.dry_run,
             confirm=make_confirm(args.confirm), on_take_over=take_over_prompt,
             on_text=StreamPrinter() if args.show_thinking else None,
             trace_dir=args.trace_dir, allowed_domains=getattr(args, "allowed_domain", None),
