@@ -53,97 +53,121 @@ def peak_rss_mb() -> float:
 # ----------------------------------------------------------------------------- workers
 
 
-def worker_ours(ckpt: Path, dtype: str, runs: int, tokens: int) -> dict[str, Any]:
-    import torch
+class Ours:
+    """Our engine: load, preprocess, prefill, decode."""
 
-    from glmv_agent.glm4v.engine import load
-    from glmv_agent.glm4v.generation import prefill
-    from glmv_agent.messages import image, message
+    def __init__(self, ckpt: Path, dtype: str) -> None:
+        from glmv_agent.glm4v.engine import load
+        from glmv_agent.messages import image, message
 
-    t0 = time.perf_counter()
-    engine = load(ckpt, device="cpu", dtype=dtype, progress=False)
-    load_s = time.perf_counter() - t0
-    rss_load = peak_rss_mb()
-    messages = [message("user", image(screenshot()), PROMPT)]
+        self.engine = load(ckpt, device="cpu", dtype=dtype, progress=False)
+        self.messages = [message("user", image(screenshot()), PROMPT)]
 
-    pre, pf, tps = [], [], []
-    for _ in range(runs):
+    def preprocess(self) -> dict[str, Any]:
+        return self.engine.prepare(self.messages)
+
+    def prefill(self, inputs: dict[str, Any]) -> float:
+        from glmv_agent.glm4v.generation import prefill
+
+        keys = ("attention_mask", "pixel_values", "image_grid_thw")
+        cache = self.engine.model.new_cache(1, int(inputs["input_ids"].shape[1]) + 1)
         t0 = time.perf_counter()
-        inputs = engine.prepare(messages)
-        pre.append(time.perf_counter() - t0)
-    extra = {k: v for k, v in inputs.items() if k in ("attention_mask", "pixel_values", "image_grid_thw") and v is not None}
-    prompt_len = int(inputs["input_ids"].shape[1])
-    for _ in range(runs):
-        cache = engine.model.new_cache(1, prompt_len + 1)
-        t0 = time.perf_counter()
-        prefill(engine.model, inputs["input_ids"], cache, **extra)
-        pf.append(time.perf_counter() - t0)
-        del cache
-    for _ in range(runs):
-        (result,) = engine.generate_inputs(inputs, do_sample=False, max_new_tokens=tokens, eos_token_ids=())
+        prefill(self.engine.model, inputs["input_ids"], cache, **{k: inputs[k] for k in keys})
+        return time.perf_counter() - t0
+
+    def decode_tok_s(self, inputs: dict[str, Any], tokens: int) -> float:
+        (result,) = self.engine.generate_inputs(inputs, do_sample=False, max_new_tokens=tokens, eos_token_ids=())
         assert len(result.token_ids) == tokens
-        tps.append(result.decode_tokens_per_second)
-    return {"load_s": load_s, "rss_after_load_mb": rss_load, "peak_rss_mb": peak_rss_mb(),
-            "preprocess_s": statistics.median(pre), "prefill_s": statistics.median(pf),
-            "decode_tok_s": statistics.median(tps), "prompt_tokens": prompt_len,
-            "runs": {"preprocess_s": pre, "prefill_s": pf, "decode_tok_s": tps}}
+        return result.decode_tokens_per_second
 
 
-def worker_theirs(ckpt: Path, dtype: str, runs: int, tokens: int) -> dict[str, Any]:
-    import torch
-    import transformers
-    from transformers import AutoTokenizer, Glm4vForConditionalGeneration, Glm4vImageProcessorPil
+class Theirs:
+    """transformers' Glm4vForConditionalGeneration on the same checkpoint."""
 
-    t0 = time.perf_counter()
-    model = Glm4vForConditionalGeneration.from_pretrained(ckpt, dtype=getattr(torch, dtype)).eval()
-    # transformers' Glm4vProcessor needs torchvision for its video half; build the same
-    # inputs from its image processor + tokenizer, exactly as the processor does.
-    image_processor = Glm4vImageProcessorPil.from_pretrained(ckpt)
-    tokenizer = AutoTokenizer.from_pretrained(ckpt)
-    load_s = time.perf_counter() - t0
-    rss_load = peak_rss_mb()
-    shot = screenshot()
-    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]
+    def __init__(self, ckpt: Path, dtype: str) -> None:
+        import torch
+        from transformers import AutoTokenizer, Glm4vForConditionalGeneration, Glm4vImageProcessorPil
 
-    def preprocess() -> dict[str, Any]:
-        text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        pixels = image_processor(images=[shot], return_tensors="pt")
-        n = int(pixels["image_grid_thw"][0].prod()) // image_processor.merge_size ** 2
+        self.model = Glm4vForConditionalGeneration.from_pretrained(ckpt, dtype=getattr(torch, dtype)).eval()
+        # transformers' Glm4vProcessor needs torchvision for its video half; build the same
+        # inputs from its image processor + tokenizer, exactly as the processor does.
+        self.image_processor = Glm4vImageProcessorPil.from_pretrained(ckpt)
+        self.tokenizer = AutoTokenizer.from_pretrained(ckpt)
+        self.shot = screenshot()
+        self.chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]
+
+    def preprocess(self) -> dict[str, Any]:
+        text = self.tokenizer.apply_chat_template(self.chat, tokenize=False, add_generation_prompt=True)
+        pixels = self.image_processor(images=[self.shot], return_tensors="pt")
+        n = int(pixels["image_grid_thw"][0].prod()) // self.image_processor.merge_size ** 2
         text = text.replace("<|image|>", "<|image|>" * n, 1)
-        encoded = tokenizer(text, return_tensors="pt")
+        encoded = self.tokenizer(text, return_tensors="pt")
         # 1 marks image placeholders (transformers' processor returns this for mRoPE).
-        mm_types = (encoded["input_ids"] == model.config.image_token_id).long()
+        mm_types = (encoded["input_ids"] == self.model.config.image_token_id).long()
         return {**encoded, **pixels, "mm_token_type_ids": mm_types}
 
+    def prefill(self, inputs: dict[str, Any]) -> float:
+        import torch
+
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            self.model(**inputs, use_cache=True, logits_to_keep=1)
+            return time.perf_counter() - t0
+
+    def decode_tok_s(self, inputs: dict[str, Any], tokens: int) -> float:
+        import transformers
+
+        stamps: list[float] = []
+
+        def timing_processor(input_ids: Any, scores: Any) -> Any:  # once per generated token
+            stamps.append(time.perf_counter())
+            return scores
+
+        out = self.model.generate(**inputs, do_sample=False, max_new_tokens=tokens, min_new_tokens=tokens,
+                                  top_k=None, top_p=None, eos_token_id=None,
+                                  logits_processor=transformers.LogitsProcessorList([timing_processor]))
+        assert out.shape[1] - inputs["input_ids"].shape[1] == tokens
+        # Between the first and the last stamp lie tokens - 1 decode forwards.
+        return (tokens - 1) / (stamps[-1] - stamps[0])
+
+
+def measure(impl: Any, runs: int, tokens: int) -> dict[str, Any]:
     pre, pf, tps = [], [], []
     for _ in range(runs):
         t0 = time.perf_counter()
-        inputs = preprocess()
+        inputs = impl.preprocess()
         pre.append(time.perf_counter() - t0)
-    with torch.inference_mode():
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            model(**inputs, use_cache=True, logits_to_keep=1)
-            pf.append(time.perf_counter() - t0)
-
-    stamps: list[float] = []
-
-    def timing_processor(input_ids, scores):  # called once per generated token
-        stamps.append(time.perf_counter())
-        return scores
-
     for _ in range(runs):
-        stamps.clear()
-        out = model.generate(**inputs, do_sample=False, max_new_tokens=tokens, min_new_tokens=tokens,
-                             top_k=None, top_p=None, eos_token_id=None,
-                             logits_processor=transformers.LogitsProcessorList([timing_processor]))
-        assert out.shape[1] - inputs["input_ids"].shape[1] == tokens
-        # Between the first and the last stamp lie tokens - 1 decode forwards.
-        tps.append((tokens - 1) / (stamps[-1] - stamps[0]))
-    return {"load_s": load_s, "rss_after_load_mb": rss_load, "peak_rss_mb": peak_rss_mb(),
-            "preprocess_s": statistics.median(pre), "prefill_s": statistics.median(pf),
+        pf.append(impl.prefill(inputs))
+    for _ in range(runs):
+        tps.append(impl.decode_tok_s(inputs, tokens))
+    return {"preprocess_s": statistics.median(pre), "prefill_s": statistics.median(pf),
             "decode_tok_s": statistics.median(tps), "prompt_tokens": int(inputs["input_ids"].shape[1]),
             "runs": {"preprocess_s": pre, "prefill_s": pf, "decode_tok_s": tps}}
+
+
+def worker_alone(kind: str, ckpt: Path, dtype: str, runs: int, tokens: int) -> dict[str, Any]:
+    """One engine in a fresh process: load time and peak RSS are its own."""
+    t0 = time.perf_counter()
+    impl = (Ours if kind == "ours" else Theirs)(ckpt, dtype)
+    load_s = time.perf_counter() - t0
+    rss_load = peak_rss_mb()
+    stats = measure(impl, runs, tokens)
+    return {"load_s": load_s, "rss_after_load_mb": rss_load, "peak_rss_mb": peak_rss_mb(), **stats}
+
+
+def worker_interleaved(ckpt: Path, dtype: str, runs: int, tokens: int) -> dict[str, Any]:
+    """Both engines in one process, runs alternating, so a busy shared machine slows both
+    alike: the fairest speed ratio here."""
+    ours, theirs = Ours(ckpt, dtype), Theirs(ckpt, dtype)
+    inputs = {"ours": ours.preprocess(), "theirs": theirs.preprocess()}
+    out: dict[str, dict[str, list[float]]] = {"ours": {"prefill_s": [], "decode_tok_s": []},
+                                              "theirs": {"prefill_s": [], "decode_tok_s": []}}
+    for _ in range(runs):
+        for name, impl in (("ours", ours), ("theirs", theirs)):
+            out[name]["prefill_s"].append(impl.prefill(inputs[name]))
+            out[name]["decode_tok_s"].append(impl.decode_tok_s(inputs[name], tokens))
+    return out
 
 
 # ----------------------------------------------------------------------------- driver
@@ -232,6 +256,12 @@ def table(results: dict[str, Any]) -> str:
                      f"{bw['limit_tok_s']:.2f} | | median: ours {bw['ours_fraction']:.0%}, theirs "
                      f"{bw['theirs_fraction']:.0%} | best: ours {bw['ours_best_fraction']:.0%}, theirs "
                      f"{bw['theirs_best_fraction']:.0%} | | |")
+    for dtype, both in results.get("interleaved", {}).items():
+        for label, key, higher in (("prefill s", "prefill_s", False), ("decode tok/s", "decode_tok_s", True)):
+            a, b = statistics.median(both["ours"][key]), statistics.median(both["theirs"][key])
+            ab, bb = _best(both["ours"][key], higher), _best(both["theirs"][key], higher)
+            lines.append(f"| {dtype} interleaved | {label} | {a:.2f} | {b:.2f} | {a / b:.2f} | "
+                         f"{ab:.2f} | {bb:.2f} | {ab / bb:.2f} |")
     return "\n".join(lines)
 
 
@@ -241,13 +271,18 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["bfloat16"], choices=["bfloat16", "float32"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=16, help="new tokens per decode run")
-    parser.add_argument("--worker", choices=["ours", "theirs"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["ours", "theirs", "interleaved"], help=argparse.SUPPRESS)
+    parser.add_argument("--interleaved-dtypes", nargs="*", default=["bfloat16"],
+                        help="dtypes to also run with both engines in one process, alternating "
+                             "(needs memory for both; fairest speed ratio on a shared machine)")
     parser.add_argument("--ckpt", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.worker == "interleaved":
+        print(json.dumps(worker_interleaved(args.ckpt, args.dtypes[0], args.runs, args.tokens)))
+        return
     if args.worker:
-        fn = worker_ours if args.worker == "ours" else worker_theirs
-        print(json.dumps(fn(args.ckpt, args.dtypes[0], args.runs, args.tokens)))
+        print(json.dumps(worker_alone(args.worker, args.ckpt, args.dtypes[0], args.runs, args.tokens)))
         return
 
     import torch
@@ -265,6 +300,9 @@ def main() -> None:
     }
     pairs = {dtype: {impl: run_worker(impl, ckpt, dtype, args.runs, args.tokens) for impl in ("ours", "theirs")}
              for dtype in args.dtypes}
+    interleaved = {dtype: run_worker("interleaved", ckpt, dtype, args.runs, args.tokens)
+                   for dtype in args.interleaved_dtypes}
+    results["interleaved"] = interleaved
     # The machine may be shared: measure again afterwards and keep the better (truer) figure.
     bandwidth = max(bandwidth, memory_bandwidth_gbs())
     results["machine"]["bandwidth_gbs"] = bandwidth
