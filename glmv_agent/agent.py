@@ -337,6 +337,10 @@ class Agent:
     def unpause(self) -> None:
         self._pause_released.set()
 
+    @property
+    def paused(self) -> bool:
+        return not self._pause_released.is_set()
+
     def stop(self) -> None:
         """End the run at the next step boundary (or right away if paused)."""
         self._stop_requested.set()

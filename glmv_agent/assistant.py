@@ -5,7 +5,8 @@
 Type a task and press Enter; the assistant works on it in the background and, before each
 action, says what it is about to do and flashes a marker where it will act, then waits
 `announce_delay` seconds so you can intervene. While a task runs, type `pause`,
-`resume` or `stop` (Ctrl+C stops too). Sensitive actions (payments, deletion, sending,
+`resume` or `stop` (Ctrl+C stops too); on X11 the global hotkeys Ctrl+Alt+P
+(pause/resume) and Ctrl+Alt+S (stop) work from any window. Sensitive actions (payments, deletion, sending,
 passwords, or anything the model flags) are asked about at the prompt. A line starting
 with `?` asks a question about the screen: the screenshot and the question go to the model
 as a plain visual question (the chat format every GLM-V model answers), nothing is done
@@ -26,7 +27,7 @@ from typing import Any, Literal
 from .actions import BaseAction
 from .backends import make_backend
 from .envs.base import ActionOutcome, Environment, Observation
-from .errors import GlmvAgentError
+from .errors import EnvError, GlmvAgentError
 
 ConfirmPolicy = Literal["ask", "allow", "deny"]
 
@@ -75,7 +76,8 @@ class DesktopAssistant:
                  show_marker: bool = True, announce_delay: float = 1.0, dry_run: bool = False,
                  trace_root: str | Path | None = None, agent_kwargs: dict[str, Any] | None = None,
                  output: Callable[[str], None] = print,
-                 on_take_over: Callable[[str], None] | None = None) -> None:
+                 on_take_over: Callable[[str], None] | None = None,
+                 hotkeys: bool = True) -> None:
         agent_kwargs = dict(agent_kwargs or {})
         self.backend = make_backend(model, model_name=agent_kwargs.pop("model_name", None),
                                     **agent_kwargs.pop("backend_options", None) or {})
@@ -97,6 +99,7 @@ class DesktopAssistant:
         self.agent_kwargs = agent_kwargs
         self.output = output
         self.on_take_over = on_take_over
+        self.hotkeys = hotkeys
         self.agent: Any = None  # the Agent of the task in progress
         self.results: list[Any] = []
         self._worker: threading.Thread | None = None
@@ -163,6 +166,13 @@ class DesktopAssistant:
     @property
     def busy(self) -> bool:
         return self._worker is not None and self._worker.is_alive()
+
+    def on_hotkey(self, name: str) -> None:
+        """Ctrl+Alt+P toggles pause, Ctrl+Alt+S stops (see `glmv_agent.hotkeys`)."""
+        if name == "stop":
+            self.stop()
+        elif name == "pause" and self.agent is not None:
+            self.resume() if self.agent.paused else self.pause()
 
     def pause(self) -> None:
         if self.agent is not None:
@@ -246,6 +256,15 @@ class DesktopAssistant:
     def repl(self, read_line: Callable[[str], str] = input) -> int:
         """The interactive loop; returns the process exit code."""
         self.output("glmv-agent assistant: type a task, '? question', or pause/resume/stop/quit")
+        listener = None
+        if self.hotkeys:
+            from .hotkeys import HotkeyListener
+
+            try:
+                listener = HotkeyListener(self.on_hotkey).start()
+                self.output("hotkeys: Ctrl+Alt+P pause/resume, Ctrl+Alt+S stop")
+            except EnvError as exc:
+                self.output(f"hotkeys off: {exc}")
         try:
             while True:
                 try:
@@ -261,4 +280,6 @@ class DesktopAssistant:
                 if not self.handle_line(line):
                     return 0
         finally:
+            if listener is not None:
+                listener.stop()
             self.env.close()

@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="don't flash a marker at the target before acting")
     assistant.add_argument("--announce-delay", type=float, default=1.0,
                            help="seconds between announcing an action and doing it")
+    assistant.add_argument("--no-hotkeys", action="store_true",
+                           help="don't grab the global hotkeys Ctrl+Alt+P (pause/resume) and "
+                                "Ctrl+Alt+S (stop)")
     _add_model_args(assistant)
     _add_agent_args(assistant)
     assistant.set_defaults(handler=cmd_assistant)
@@ -386,7 +389,7 @@ def cmd_assistant(args: argparse.Namespace) -> int:
         confirm=args.confirm, show_marker=not args.no_marker,
         announce_delay=args.announce_delay, dry_run=args.dry_run, trace_root=args.trace_dir,
         agent_kwargs={**agent_kwargs, **generation_kwargs(args)}, output=_out,
-        on_take_over=take_over_prompt,
+        on_take_over=take_over_prompt, hotkeys=not args.no_hotkeys,
     )
     return assistant.repl()
 

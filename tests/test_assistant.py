@@ -199,3 +199,72 @@ def test_busy_assistant_refuses_a_second_task(display: VirtualDisplay, tmp_path:
     assert output.wait_for("busy")
     assert not assistant.handle_line("quit")  # quit stops the running task and waits
     assert assistant.results[0].status == "stopped"
+
+
+def xdotool_key(display: VirtualDisplay, combo: str) -> None:
+    import subprocess
+
+    subprocess.run(["xdotool", "key", combo], env={"DISPLAY": display.name, "PATH": "/usr/bin:/bin"},
+                   check=True, timeout=10)
+
+
+def test_global_hotkeys_reach_the_listener(display: VirtualDisplay) -> None:
+    from glmv_agent.hotkeys import HotkeyListener
+
+    pressed: list[str] = []
+    got = threading.Event()
+
+    def on_hotkey(name: str) -> None:
+        pressed.append(name)
+        got.set()
+
+    with HotkeyListener(on_hotkey, display=display.name):
+        xdotool_key(display, "p")  # not a hotkey
+        xdotool_key(display, "ctrl+alt+p")
+        assert got.wait(10)
+        got.clear()
+        xdotool_key(display, "ctrl+alt+s")
+        assert got.wait(10)
+    assert pressed == ["pause", "stop"]
+
+
+def test_hotkeys_pause_and_stop_a_running_task(display: VirtualDisplay, tmp_path: Path) -> None:
+    from glmv_agent.hotkeys import HotkeyListener
+
+    output = Output()
+    assistant = make_assistant(display, [reply("Keep pressing.", PRESS_PAD)] * 50, output, tmp_path,
+                               agent_kwargs={"settle_time": 0.2, "loop_limit": None})
+    with HotkeyListener(assistant.on_hotkey, display=display.name):
+        assistant.handle_line("press the pad forever")
+        output.wait_for("step   1")
+        xdotool_key(display, "ctrl+alt+p")
+        output.wait_for("paused")
+        assert assistant.agent is not None and assistant.agent.paused
+        xdotool_key(display, "ctrl+alt+s")
+        assistant.wait(60)
+    assert assistant.results[0].status == "stopped"
+
+
+def test_hotkeys_without_a_display_are_a_clear_error() -> None:
+    from glmv_agent.errors import EnvError
+    from glmv_agent.hotkeys import HotkeyListener
+
+    with pytest.raises(EnvError, match="cannot grab hotkeys on :987"):
+        HotkeyListener(lambda name: None, display=":987").start()
+
+
+def test_repl_reads_lines_until_quit(display: VirtualDisplay, tmp_path: Path) -> None:
+    output = Output()
+    answer = "<answer>Two pads</answer>"
+    assistant = make_assistant(display, [answer], output, tmp_path, hotkeys=False)
+    lines = iter(["help", "? how many pads", "quit", "never read"])
+    prompts: list[str] = []
+
+    def read_line(prompt: str) -> str:
+        prompts.append(prompt)
+        return next(lines)
+
+    assert assistant.repl(read_line) == 0
+    assert prompts == ["> "] * 3
+    assert any("pause/resume/stop/quit" in line for line in output.lines)
+    assert "answer: Two pads" in output.lines
