@@ -351,3 +351,18 @@ def test_module_level_chat_loads_once_and_matches_the_engine(engine, tiny_checkp
     assert engine_module._engine_for(tiny_checkpoint, "cpu", "float32") is cached
     assert "".join(engine_module.stream(tiny_checkpoint, TEXT_CHAT, device="cpu", dtype="float32",
                                         do_sample=False, max_new_tokens=8)) == first
+
+
+def test_right_padded_batch_is_rejected_with_a_hint(engine):
+    from glmv_agent.errors import InputError
+
+    inputs = engine.processor([TEXT_CHAT, [message("user", "A much longer instruction than the first one, really.")]],
+                              padding_side="right")
+    with pytest.raises(InputError, match="left-padded"):
+        engine.generate_inputs(inputs, do_sample=False, max_new_tokens=2)
+
+
+def test_thinking_budget_is_idle_when_the_model_is_not_thinking(engine):
+    plain = engine.generate(TEXT_CHAT, do_sample=False, max_new_tokens=N_TOKENS)
+    budgeted = engine.generate(TEXT_CHAT, do_sample=False, max_new_tokens=N_TOKENS, thinking_budget=2)
+    assert budgeted.token_ids == plain.token_ids

@@ -18,6 +18,8 @@ from .base import Backend, GenerationParams
 logger = logging.getLogger(__name__)
 
 _PARAM_NAMES = {f.name for f in dataclasses.fields(GenerationParams)}
+# Engine options a caller may pass besides GenerationParams (see GenerationConfig).
+_ENGINE_OPTIONS = {"do_sample", "thinking_budget", "seed", "keep_special_tokens", "stop_strings"}
 _WEIGHT_HINT = "see model/README.md for how to download GLM-4.1V-9B-Thinking into model/"
 
 
@@ -91,7 +93,3 @@ class LocalBackend(Backend):
 
     def close(self) -> None:
         self.engine = None
-
-
-# Engine options a caller may pass besides GenerationParams (see GenerationConfig).
-_ENGINE_OPTIONS = {"do_sample", "thinking_budget", "seed", "keep_special_tokens", "stop_strings"}
