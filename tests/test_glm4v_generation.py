@@ -238,7 +238,7 @@ def test_sampling_is_reproducible_with_a_seed_and_top_k_1_is_greedy(engine):
     assert k1 == greedy
 
 
-def test_repetition_penalty_matches_transformers(engine, hf_model):
+def test_repetition_penalty_generation_matches_transformers(engine, hf_model):
     inputs = engine.prepare(TEXT_CHAT)
     ours = engine.generate(TEXT_CHAT, do_sample=False, repetition_penalty=1.5, max_new_tokens=N_TOKENS)
     out = hf_model.generate(**{k: v for k, v in inputs.items() if v is not None}, do_sample=False,
