@@ -366,3 +366,20 @@ def test_thinking_budget_is_idle_when_the_model_is_not_thinking(engine):
     plain = engine.generate(TEXT_CHAT, do_sample=False, max_new_tokens=N_TOKENS)
     budgeted = engine.generate(TEXT_CHAT, do_sample=False, max_new_tokens=N_TOKENS, thinking_budget=2)
     assert budgeted.token_ids == plain.token_ids
+
+
+def test_stream_never_splits_a_multibyte_character(engine):
+    # Force a byte-split emoji/CJK sequence through the real pipeline (the thinking-budget
+    # forcing feeds arbitrary ids), then check every streamed delta is whole characters.
+    from glmv_agent.glm4v.generation import stream_generate
+
+    text = "点击🚀é"
+    forced = engine.tokenizer.encode(text)
+    assert len(forced) > len(text)  # some characters really span several byte tokens
+    inputs = _prompt_inside_think(engine)
+    config = engine.generation_config(do_sample=False, max_new_tokens=len(forced) + 3, thinking_budget=0)
+    deltas = list(stream_generate(engine.model, engine.text_decoder, inputs, config,
+                                  think_ids=(engine.think_ids[0], forced)))
+    assert all("\ufffd" not in d for d in deltas)
+    assert "".join(deltas).startswith(text)
+    assert len(deltas) < len(forced) + 3  # split characters were held back, not emitted as U+FFFD
