@@ -25,8 +25,11 @@ example (mobile: `'override': True/False`; web: the memory example without backs
 Mapping of actions onto canonical ones:
 
 * mobile: click -> Click, long_press -> LongPress, input_text -> TypeText(target, clear=
-  override; no Enter: the action-space table says it "clicks a given position and inputs
-  text", Enter is its own `keyboard_enter`), keyboard_enter -> Key(["enter"]),
+  override, enter=True: the prompt the model reads says the action "contains clicking the
+  text field, typing in the text and pressing the enter", and AndroidWorld's executor
+  presses Enter after typing; the doc's action-space table only says it "clicks a given
+  position and inputs text", which is silent on Enter rather than contradicting it),
+  keyboard_enter -> Key(["enter"]),
   navigate_home/back, swipe -> Swipe (the finger path; "up" = finger moves up, content
   below comes into view) across the middle half of its box or the screen, open_app ->
   OpenApp, wait -> Wait(5), answer -> Answer, status -> Done(success=complete).
@@ -253,8 +256,10 @@ def mobile_action(data: dict[str, Any], grid_max: int) -> BaseAction:
         if isinstance(override, str):
             override = override.strip().lower() == "true"
         target = box() if data.get("box_2d") not in (None, "", []) else None
+        # The prompt: "this action contains clicking the text field, typing in the text
+        # and pressing the enter".
         return _build(TypeText, text=_text_arg(data["text"], "text"), target=target,
-                      clear=bool(override))
+                      clear=bool(override), enter=True)
     if kind == "keyboard_enter":
         return _build(Key, keys=["enter"])
     if kind == "navigate_home":
