@@ -320,3 +320,25 @@ def test_dialects_declare_coordinate_contracts() -> None:
     assert get_dialect("glm-4.5v", "pc").grid_max == 999
     assert get_dialect("autoglm-phone", "mobile").grid_max == 1000
     assert AutoGLMDialect.coordinates["mobile"]["kind"] == "point"
+
+
+# ------------------------------------------------------------- audit against the docs
+@pytest.mark.parametrize("family", ["glm-4.1v", "glm-4.5v"])
+def test_web_prompt_names_the_start_site_not_the_current_page(family: str) -> None:
+    # glm-4.1v-agent.md web example: "Please interact with https://www.allrecipes.com/"
+    # while its history already typed a search (WebVoyager fills {Web} with the task's
+    # start URL, fixed for the run).
+    dialect = get_dialect(family, "web")
+    start = "https://www.allrecipes.com/"
+    first = only_text(dialect.build_messages("t", observation("web", url=start), []))
+    assert f"Please interact with {start} and get the answer." in first
+    history = history_from(dialect, ["Thought: go\nAction: Type [1]; [lasagna]"])
+    later = observation("web", url="https://www.allrecipes.com/search?q=lasagna")
+    assert f"Please interact with {start} and get the answer." in only_text(
+        dialect.build_messages("t", later, history))
+    # A new run (empty history) takes its own start page; `website=` overrides.
+    other = only_text(dialect.build_messages("t", observation("web", url="https://github.com/"), []))
+    assert "Please interact with https://github.com/ and get the answer." in other
+    fixed = get_dialect(family, "web", website="https://example.org/")
+    assert "Please interact with https://example.org/ and" in only_text(
+        fixed.build_messages("t", later, history))

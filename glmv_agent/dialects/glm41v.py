@@ -20,6 +20,9 @@ Images: mobile and web send one screenshot (web: the set-of-marks one) before th
 PC sends the current screenshot first at full size, then up to 4 history screenshots
 scaled to 50% x 50%, oldest to newest, then the text.
 
+Web: `{Web}` is the site the run started on (`StartSite`: WebVoyager's task URL), not the
+page shown now.
+
 Where the doc's template and its "used in practice" example disagree we follow the
 example (mobile: `'override': True/False`; web: the memory example without backslashes).
 Mapping of actions onto canonical ones:
@@ -449,6 +452,27 @@ def _element_line(element: Element) -> str:
     return f'[{element.label}]: {tag}"{element.text}";'
 
 
+class StartSite:
+    """The web prompts' `{Web}`: the site the task is on, fixed for the whole run.
+
+    WebVoyager (whose prompt this is) fills it with the task's start URL, not the page the
+    browser shows now; the 4.1V doc's example keeps "https://www.allrecipes.com/" after a
+    search was typed. An explicit `website` wins; otherwise the URL of the first step (empty
+    history) is remembered, and a run resumed mid-way falls back to the current URL.
+    """
+
+    def __init__(self, website: str | None = None) -> None:
+        self.website = website
+        self._start_url: str | None = None
+
+    def __call__(self, observation: Observation, history: list[HistoryItem]) -> str:
+        if self.website:
+            return self.website
+        if not history:
+            self._start_url = observation.url
+        return self._start_url or observation.url or "the current website"
+
+
 def latest_memory(history: list[HistoryItem], empty: str) -> str:
     for item in reversed(history):
         if item.step.memory:
@@ -491,11 +515,12 @@ class GLM41VDialect(Dialect):
     history_images: ClassVar[int] = 4
 
     def __init__(self, platform: Platform, *, supported_apps: list[str] | tuple[str, ...] =
-                 ANDROID_WORLD_APPS) -> None:
+                 ANDROID_WORLD_APPS, website: str | None = None) -> None:
         super().__init__(platform)
         # Instance value shadows the class default: the grid depends on the platform.
         self.grid_max = int(COORDINATES[platform]["grid_max"])  # type: ignore[misc]
         self.supported_apps = tuple(supported_apps)
+        self.website = StartSite(website)
 
     # -- prompts ------------------------------------------------------------------
     def build_messages(
@@ -509,7 +534,7 @@ class GLM41VDialect(Dialect):
         if self.platform == "pc":
             return self._pc_messages(task, observation, history)
         prompt = render(load_template("glm41v/web.txt"), task=task,
-                        web=observation.url or "the current website",
+                        web=self.website(observation, history),
                         previous_actions=web_previous_actions(history),
                         memory=latest_memory(history, "{}"),
                         web_text=elements_text(observation))

@@ -21,7 +21,8 @@ Messages:
 * mobile and web: the prompt text, then the current screenshot (this family always puts
   the current screenshot last). Mobile takes `supported_apps` and `additional_notes`
   (default: the notes of the doc's AndroidWorld example). Web fills `{Time}` with the
-  current time in Beijing, formatted like the doc's example ("2025-07-26, 10:00 AM").
+  current time in Beijing, formatted like the doc's example ("2025-07-26, 10:00 AM"), and
+  `{Web}` with the site the run started on (`glm41v.StartSite`), or `website=`.
 
 The web prompt's `\\"` sequences are part of the documented prompt and are kept. Where the
 web template (`{TASK}, Please interact`) and its "used in practice" example (`... 7 days.
@@ -38,7 +39,7 @@ from ..messages import Message, Part, image, message, text
 from ._history import action_text, half_size, load_template, recent_screenshots, render
 from .base import Dialect, HistoryItem, Step
 from .glm41v import (
-    SUPPORTED_ACTIONS, elements_text, latest_memory, mobile_history, parse_answer,
+    SUPPORTED_ACTIONS, StartSite, elements_text, latest_memory, mobile_history, parse_answer,
     web_previous_actions,
 )
 
@@ -83,11 +84,13 @@ class GLM45VDialect(Dialect):
         supported_apps: list[str] | tuple[str, ...] = ANDROID_WORLD_APPS,
         additional_notes: str | None = None,
         clock: Callable[[], str] = beijing_time,
+        website: str | None = None,
     ) -> None:
         super().__init__(platform)
         self.supported_apps = tuple(supported_apps)
         self.additional_notes = additional_notes
         self.clock = clock
+        self.website = StartSite(website)
 
     # -- prompts ------------------------------------------------------------------
     def build_messages(
@@ -104,7 +107,7 @@ class GLM45VDialect(Dialect):
                             history=mobile_history(history), additional_notes=notes)
         else:
             prompt = render(load_template("glm45v/web.txt"), task=task,
-                            web=observation.url or "the current website", time=self.clock(),
+                            web=self.website(observation, history), time=self.clock(),
                             previous_actions=web_previous_actions(history),
                             memory=latest_memory(history, "{}"),
                             web_text=elements_text(observation))
