@@ -24,7 +24,9 @@ Messages:
   current time in Beijing, formatted like the doc's example ("2025-07-26, 10:00 AM"), and
   `{Web}` with the site the run started on (`glm41v.StartSite`), or `website=`.
 
-The web prompt's `\\"` sequences are part of the documented prompt and are kept. Where the
+The web prompt's `\\"` sequences are part of the documented prompt and are kept; the
+element list is escaped the same way (`escape_quotes`), as the doc's example shows it
+(`[1]: <button> \\"Close\\";`), while GLM-4.1V's example shows plain quotes. Where the
 web template (`{TASK}, Please interact`) and its "used in practice" example (`... 7 days.
 Please interact`) disagree, we follow the example: the task is followed by a space.
 """
@@ -65,6 +67,15 @@ def beijing_time(now: datetime | None = None) -> str:
     """'2025-07-26, 10:00 AM' in Beijing time, as in the doc's web example."""
     moment = (now or datetime.now(timezone.utc)).astimezone(BEIJING)
     return moment.strftime("%Y-%m-%d, %I:%M %p")
+
+
+def escape_quotes(elements: str) -> str:
+    """The element list as the 4.5V web example writes it: `[1]: <button> \\"Close\\";`.
+
+    Every double quote of the documented 4.5V web prompt (template and example, element list
+    included) is written `\\"`; the web env writes plain quotes, so they are escaped here.
+    """
+    return elements.replace('"', '\\"')
 
 
 class GLM45VDialect(Dialect):
@@ -110,7 +121,7 @@ class GLM45VDialect(Dialect):
                             web=self.website(observation, history), time=self.clock(),
                             previous_actions=web_previous_actions(history),
                             memory=latest_memory(history, "{}"),
-                            web_text=elements_text(observation))
+                            web_text=escape_quotes(elements_text(observation)))
         return [message("user", prompt, image(observation.model_image()))]
 
     def _pc_messages(
