@@ -238,6 +238,14 @@ def swipe_path(direction: str, region: Target | None) -> tuple[Target, Target]:
     return Target(point=Point(x=sx, y=sy)), Target(point=Point(x=ex, y=ey))
 
 
+def _given(value: Any) -> bool:
+    """Whether an optional box_2d was filled: the prompt says to "leave it empty", which
+    models write as absent, "", [] or [[]]."""
+    if isinstance(value, list):
+        return any(_given(v) for v in value)
+    return value not in (None, "")
+
+
 def mobile_action(data: dict[str, Any], grid_max: int) -> BaseAction:
     """A canonical action from an AndroidWorld-style JSON action (GLM-4.1V / 4.5V mobile)."""
     kind = str(data.get("action_type", "")).strip().lower()
@@ -258,7 +266,7 @@ def mobile_action(data: dict[str, Any], grid_max: int) -> BaseAction:
         override = data.get("override", False)
         if isinstance(override, str):
             override = override.strip().lower() == "true"
-        target = box() if data.get("box_2d") not in (None, "", []) else None
+        target = box() if _given(data.get("box_2d")) else None
         # The prompt: "this action contains clicking the text field, typing in the text
         # and pressing the enter".
         return _build(TypeText, text=_text_arg(data["text"], "text"), target=target,
@@ -274,7 +282,7 @@ def mobile_action(data: dict[str, Any], grid_max: int) -> BaseAction:
         if direction not in ("up", "down", "left", "right"):
             raise SyntaxProblem(f"swipe direction must be up, down, left or right, got {direction!r}")
         # A point instead of a box gives no region: the whole screen is swiped.
-        region = box() if data.get("box_2d") not in (None, "", []) else None
+        region = box() if _given(data.get("box_2d")) else None
         start, end = swipe_path(direction, region)
         return _build(Swipe, start=start, end=end)
     if kind == "open_app":
