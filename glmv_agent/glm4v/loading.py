@@ -2,10 +2,18 @@
 
 Everything is checked before any weight is read: files exist, shard sizes agree with their
 safetensors headers, and the tensor names and shapes match the model the config describes.
-The model is built on the `meta` device, then each tensor is read from its memory-mapped
-shard and copied once, straight into a buffer of the target device and dtype. The shard is
-re-opened for every chunk of at most CHUNK_BYTES, so its mapping (and the file pages it pins
-in our RSS) never outlives one chunk: peak memory stays one copy of the weights plus a chunk.
+The model is built on the `meta` device, then each parameter gets its tensor in one of two ways:
+
+- zero-copy (CPU target, stored dtype == requested dtype, the default): the parameter is a view
+  of a private memory map of its shard (`torch.from_file(shared=False)`, i.e. MAP_PRIVATE).
+  Nothing is read while loading; pages come from the page cache on first use and count as
+  clean, reclaimable file pages. A stray in-place write would only touch a private copy of
+  that page, never the file. Like transformers, the shard files must not be truncated or
+  rewritten in place while the model is alive.
+- copy (dtype conversion, GPU, or `mmap=False`): each tensor is copied once, straight into a
+  buffer of the target device and dtype. The shard is re-opened for every chunk of at most
+  CHUNK_BYTES, so its mapping (and the file pages it pins in our RSS) never outlives one
+  chunk: peak memory stays one copy of the weights plus a chunk.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import json
 import logging
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -39,6 +47,17 @@ _DTYPES: dict[str, torch.dtype] = {
 # safetensors dtype tag -> bytes per element
 _ELEMENT_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
                  "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+# safetensors dtype tag -> torch dtype, for the tags a zero-copy load can use as they are
+_TORCH_DTYPE = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+class TensorEntry(NamedTuple):
+    """Where one checkpoint tensor lives: shard, shape, byte size, dtype tag, file offset."""
+    file: Path
+    shape: list[int]
+    nbytes: int
+    dtype: str
+    offset: int  # absolute byte offset of the tensor's data in `file`
 
 
 def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -67,6 +86,11 @@ def resolve_device(device: torch.device | str) -> torch.device:
 
 def read_safetensors_header(file: Path) -> dict[str, dict[str, Any]]:
     """Tensor entries of a safetensors file, after checking the file is complete."""
+    return _read_header(file)[0]
+
+
+def _read_header(file: Path) -> tuple[dict[str, dict[str, Any]], int]:
+    """(tensor entries, byte offset where the data section starts), file checked complete."""
     try:
         size = file.stat().st_size
         with open(file, "rb") as handle:
@@ -96,11 +120,11 @@ def read_safetensors_header(file: Path) -> dict[str, dict[str, Any]]:
             numel *= dim
         if end - start != numel * _ELEMENT_SIZE.get(entry["dtype"], 0):
             raise CheckpointError(f"{file}: tensor {name!r} has inconsistent size in the header")
-    return header
+    return header, 8 + header_len
 
 
-def checkpoint_tensors(directory: Path) -> dict[str, tuple[Path, list[int], int]]:
-    """name -> (shard file, shape, byte size) for every tensor of the checkpoint."""
+def checkpoint_tensors(directory: Path) -> dict[str, TensorEntry]:
+    """name -> (shard file, shape, byte size, dtype tag, offset) for every tensor."""
     index = directory / INDEX_FILE
     single = directory / SINGLE_FILE
     if index.is_file():
@@ -116,15 +140,17 @@ def checkpoint_tensors(directory: Path) -> dict[str, tuple[Path, list[int], int]
         raise CheckpointError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE} found"
                               + (f" (found {found})" if found else "")
                               + "; point at a Hugging Face checkpoint directory")
-    tensors: dict[str, tuple[Path, list[int], int]] = {}
+    tensors: dict[str, TensorEntry] = {}
     for shard in shards:
         file = directory / shard
         if not file.is_file():
             raise CheckpointError(f"{index}: refers to shard {shard!r}, which does not exist in "
                                   f"{directory}; the download is incomplete")
-        for name, entry in read_safetensors_header(file).items():
+        header, data_start = _read_header(file)
+        for name, entry in header.items():
             start, end = entry["data_offsets"]
-            tensors[name] = (file, list(entry["shape"]), end - start)
+            tensors[name] = TensorEntry(file, list(entry["shape"]), end - start, entry["dtype"],
+                                        data_start + start)
     if weight_map is not None:
         for name, shard in weight_map.items():
             if name not in tensors or tensors[name][0].name != shard:
@@ -133,8 +159,7 @@ def checkpoint_tensors(directory: Path) -> dict[str, tuple[Path, list[int], int]
     return tensors
 
 
-def check_tensors(model: nn.Module, tensors: dict[str, tuple[Path, list[int], int]],
-                  directory: Path) -> None:
+def check_tensors(model: nn.Module, tensors: dict[str, TensorEntry], directory: Path) -> None:
     expected = {name: list(p.shape) for name, p in model.named_parameters()}
     if getattr(model, "config", None) is not None and model.config.tie_word_embeddings:
         # Tied checkpoints sometimes still store the (identical) head; it is not read.
@@ -149,17 +174,20 @@ def check_tensors(model: nn.Module, tensors: dict[str, tuple[Path, list[int], in
                               f"checkpoint: {_preview(unexpected)} (e.g. in "
                               f"{tensors[unexpected[0]][0].name}); is this a GLM-4.1V checkpoint?")
     for name, shape in expected.items():
-        file, found, _ = tensors[name]
+        file, found = tensors[name].file, tensors[name].shape
         if found != shape:
             raise CheckpointError(f"{file}: tensor {name!r} has shape {found}, expected {shape} "
                                   "from config.json")
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu",
-               dtype: torch.dtype | str = torch.bfloat16, progress: bool | None = None) -> Glm4vModel:
+               dtype: torch.dtype | str = torch.bfloat16, progress: bool | None = None,
+               mmap: bool = True) -> Glm4vModel:
     """Load a checkpoint directory; returns the model in eval mode on `device` in `dtype`.
 
     progress: True/False forces the tqdm bar on/off; None shows it for checkpoints > 1 GB.
+    mmap: on CPU, tensors already stored in `dtype` become views of the memory-mapped shards
+    (no copy, no load-time RSS); False copies every tensor into private memory instead.
     """
     directory = Path(path)
     if not directory.is_dir():
@@ -179,12 +207,18 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
     bar = _progress_bar(total, show)
     logger.info("loading %s (%.2f GB) to %s as %s", directory, total / 1e9, target_device,
                 target_dtype)
+    maps: dict[Path, torch.Tensor] = {}  # shard -> its whole file as a mapped uint8 tensor
     for name in names:
-        file, shape, nbytes = tensors[name]
-        _set_parameter(model, name, _read_tensor(file, name, shape, nbytes, target_device,
-                                                 target_dtype))
+        entry = tensors[name]
+        tensor = None
+        if mmap and target_device.type == "cpu":
+            tensor = _mapped_tensor(entry, target_dtype, maps)
+        if tensor is None:
+            tensor = _read_tensor(entry.file, name, entry.shape, entry.nbytes, target_device,
+                                  target_dtype)
+        _set_parameter(model, name, tensor)
         if bar is not None:
-            bar.update(nbytes)
+            bar.update(entry.nbytes)
     if bar is not None:
         bar.close()
     if config.tie_word_embeddings:
@@ -216,6 +250,26 @@ def _read_tensor(file: Path, name: str, shape: list[int], nbytes: int, device: t
         target.copy_(part)  # dtype conversion and device transfer happen here, once
         del part
     return out
+
+
+def _mapped_tensor(entry: TensorEntry, dtype: torch.dtype,
+                   maps: dict[Path, torch.Tensor]) -> torch.Tensor | None:
+    """A view of the tensor inside its mapped shard, or None when it cannot be used as is
+    (stored dtype differs from `dtype`, or the data is not aligned to its element size)."""
+    if _TORCH_DTYPE.get(entry.dtype) != dtype or entry.offset % _ELEMENT_SIZE[entry.dtype]:
+        return None
+    if entry.file not in maps:
+        size = entry.file.stat().st_size
+        # shared=False maps the file MAP_PRIVATE: lazily read, writes never reach the file,
+        # and the tensor is writable, so torch has nothing to warn about.
+        try:
+            maps[entry.file] = torch.from_file(str(entry.file), shared=False, size=size,
+                                               dtype=torch.uint8)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{entry.file}: cannot memory-map ({exc}); pass mmap=False "
+                                  "to copy the weights instead") from exc
+    raw = maps[entry.file][entry.offset:entry.offset + entry.nbytes]
+    return raw.view(dtype).view(entry.shape)
 
 
 def _set_parameter(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
