@@ -14,7 +14,10 @@ JSON of `{"current_app": ...}` (non-ASCII kept). The first turn adds it only whe
 is known, which reproduces both official sample files (the English one has none); later
 turns always carry it, "System Home" standing in for an unknown app as in Open-AutoGLM.
 The app of a past step comes from `HistoryItem.observation_text` (the screen-info JSON or
-a bare app name).
+a bare app name). Past assistant turns are `<think>{thinking}</think><answer>{action}</answer>`
+as Open-AutoGLM writes them back; the sample files hold only a first turn, so this part
+is not checked against them (open point: Open-AutoGLM's client takes as "thinking"
+everything before `do(action=`, tags included, when the server leaves the tags in).
 
 Coordinate contract (`COORDINATES`): points `[x,y]` (Tap, Long Press, Double Tap, Swipe
 start/end). The prompt says the grid runs from (0,0) to (999,999); Open-AutoGLM's

@@ -23,6 +23,13 @@ scaled to 50% x 50%, oldest to newest, then the text.
 Web: `{Web}` is the site the run started on (`StartSite`: WebVoyager's task URL), not the
 page shown now.
 
+Open points the docs leave undecided (our choice in brackets): how long mobile `wait` waits
+(5 s like PC's WAIT; AndroidWorld's executor sleeps 1 s); which memory the PC/web prompt
+shows when the latest step wrote none (the latest step that did; the 4.5V doc says "the
+most recent step's output"); the 4.1V PC example's history shows `\\"` inside the
+explanations, which we take for an escaping artefact of the doc (explanations are kept as
+the model wrote them).
+
 Where the doc's template and its "used in practice" example disagree we follow the
 example (mobile: `'override': True/False`; web: the memory example without backslashes).
 Mapping of actions onto canonical ones:
