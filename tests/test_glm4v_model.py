@@ -305,3 +305,27 @@ def test_mismatched_placeholders_are_a_clear_error(ours):
         ours(ids, pixel_values=pixels, image_grid_thw=grid)
     with pytest.raises(InputError, match="pixel_values was not given"):
         ours(ids)
+
+
+# ---- wide strided convolutions ------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("patches", [4, 100, 188, 1000])
+def test_wide_convs_are_bit_identical_where_enabled(dtype: torch.dtype, patches: int):
+    # Real GLM-4.1V vision widths (1536 -> 4096), random weights: the tiny checkpoint's
+    # widths take the plain path, so the parity tests above do not cover the wide one.
+    from glmv_agent.glm4v.vision import (wide_merge_conv, wide_merge_conv_ok, wide_patch_conv,
+                                         wide_patch_conv_ok)
+
+    torch.manual_seed(patches)
+    with torch.no_grad():
+        embed = torch.nn.Conv3d(3, 1536, (2, 14, 14), stride=(2, 14, 14)).to(dtype)
+        merge = torch.nn.Conv2d(1536, 4096, 2, stride=2).to(dtype)
+        x = torch.randn(patches, 3, 2, 14, 14).to(dtype)
+        assert wide_patch_conv_ok(embed.weight)
+        assert torch.equal(wide_patch_conv(embed, x), embed(x).view(patches, 1536))
+        y = torch.randn(patches // 4, 2, 2, 1536).to(dtype)
+        plain = merge(y.permute(0, 3, 1, 2)).view(-1, 4096)
+        assert wide_merge_conv_ok(merge.weight) == (dtype == torch.bfloat16)
+        if wide_merge_conv_ok(merge.weight):  # fp32 stays plain: not identical there
+            assert torch.equal(wide_merge_conv(merge, y), plain)

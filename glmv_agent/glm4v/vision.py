@@ -31,6 +31,47 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+# Both strided convolutions of the tower (patch embedding, 2x2 merge) see one tiny "image" per
+# patch / merge block: output 1x1, batch N. oneDNN then runs one M=1 micro-kernel per item
+# (~10 GFLOP/s). Laying the N items side by side as ONE wide image (batch 1, width N*kernel)
+# gives the same convolution with M=N: 4-8x faster, and -- measured on this CPU, every N from
+# 4 to 9000 -- bit-identical to the per-item call transformers makes, because oneDNN keeps the
+# same kernel and the same per-output reduction order. That holds only where we checked it:
+# CPU; patch embed in fp32 at any width, and both convs in bf16 when the channel counts are
+# multiples of 256 (the real widths; tiny widths pick other kernels, not always identical);
+# fp32 merge conv never. Elsewhere the plain call is kept (tests/test_glm4v_model.py checks).
+_WIDE_CHANNELS = 256
+
+
+def wide_patch_conv_ok(weight: torch.Tensor) -> bool:
+    """Whether the patch-embedding Conv3d with this weight may run as one wide image."""
+    if weight.device.type != "cpu":
+        return False
+    return weight.dtype == torch.float32 or (
+        weight.dtype == torch.bfloat16 and weight.shape[0] % _WIDE_CHANNELS == 0)
+
+
+def wide_merge_conv_ok(weight: torch.Tensor) -> bool:
+    """Whether the 2x2 merge Conv2d with this weight may run as one wide image."""
+    return (weight.device.type == "cpu" and weight.dtype == torch.bfloat16
+            and weight.shape[0] % _WIDE_CHANNELS == 0 and weight.shape[1] % _WIDE_CHANNELS == 0)
+
+
+def wide_patch_conv(conv: nn.Conv3d, patches: torch.Tensor) -> torch.Tensor:
+    """patches [N, C, T, P, P] -> conv(patches) as [N, out], computed on one [1, C, T, P, N*P] image."""
+    n, c, t, p, _ = patches.shape
+    wide = patches.permute(1, 2, 3, 0, 4).reshape(1, c, t, p, n * p)
+    return conv(wide).view(-1, n).t().contiguous()
+
+
+def wide_merge_conv(conv: nn.Conv2d, blocks: torch.Tensor) -> torch.Tensor:
+    """blocks [B, m, m, C] (channels last) -> conv over each m x m block as [B, out],
+    computed on one [1, C, m, B*m] image."""
+    b, m, _, c = blocks.shape
+    wide = blocks.permute(3, 1, 0, 2).reshape(1, c, m, b * m)
+    return conv(wide).view(-1, b).t().contiguous()
+
+
 class PatchEmbed(nn.Module):
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
@@ -42,7 +83,10 @@ class PatchEmbed(nn.Module):
         c = self.config
         x = pixels.view(-1, c.in_channels, c.temporal_patch_size, c.patch_size, c.patch_size)
         # conv3d keeps the bias fused (pitfall 1); inputs are cast to the weight dtype first.
-        return self.proj(x.to(self.proj.weight.dtype)).view(-1, c.hidden_size)
+        x = x.to(self.proj.weight.dtype)
+        if wide_patch_conv_ok(self.proj.weight):
+            return wide_patch_conv(self.proj, x)
+        return self.proj(x).view(-1, c.hidden_size)
 
 
 class PositionEmbedding(nn.Module):
@@ -168,6 +212,9 @@ class VisionTower(nn.Module):
         for block in self.blocks:
             x = block(x, cos, sin, lengths)
         x = self.post_layernorm(x)
-        x = x.view(-1, merge, merge, x.shape[-1]).permute(0, 3, 1, 2)
-        x = self.downsample(x).view(-1, self.config.out_hidden_size)
+        x = x.view(-1, merge, merge, x.shape[-1])
+        if wide_merge_conv_ok(self.downsample.weight):
+            x = wide_merge_conv(self.downsample, x)
+        else:
+            x = self.downsample(x.permute(0, 3, 1, 2)).view(-1, self.config.out_hidden_size)
         return self.merger(x)
