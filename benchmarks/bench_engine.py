@@ -212,7 +212,8 @@ def decoder_bytes_per_token(ckpt: Path, dtype: str) -> int:
 
     size = torch.empty((), dtype=getattr(torch, dtype)).element_size()
     total = 0
-    for name, (_, shape, _) in checkpoint_tensors(ckpt).items():
+    for name, entry in checkpoint_tensors(ckpt).items():
+        shape = entry.shape
         if name.startswith(("model.language_model.layers.", "model.language_model.norm", "lm_head")):
             n = 1
             for d in shape:
