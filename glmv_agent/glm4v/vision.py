@@ -6,6 +6,8 @@ output is one row per LLM `<|image|>` token. Names mirror the keys under `model.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,21 +42,49 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 # CPU; patch embed in fp32 at any width, and both convs in bf16 when the channel counts are
 # multiples of 256 (the real widths; tiny widths pick other kernels, not always identical);
 # fp32 merge conv never. Elsewhere the plain call is kept (tests/test_glm4v_model.py checks).
+# Another CPU may pick other oneDNN kernels, so the first use of each conv shape also probes
+# it: the wide form is used only if it reproduces the plain call exactly on this machine.
 _WIDE_CHANNELS = 256
+_PROBE_SIZES = (7, 64)
+_probed: dict[tuple[str, tuple[int, ...], torch.dtype], bool] = {}
 
 
-def wide_patch_conv_ok(weight: torch.Tensor) -> bool:
-    """Whether the patch-embedding Conv3d with this weight may run as one wide image."""
+def _exact_on_this_cpu(conv: nn.Conv3d | nn.Conv2d, item_shape: tuple[int, ...],
+                       wide: Callable[[Any, torch.Tensor], torch.Tensor],
+                       plain: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+    key = (type(conv).__name__, tuple(conv.weight.shape), conv.weight.dtype)
+    if key not in _probed:
+        generator = torch.Generator().manual_seed(0)
+        same = True
+        with torch.inference_mode():
+            for n in _PROBE_SIZES:
+                items = torch.randn((n, *item_shape), generator=generator).to(conv.weight.dtype)
+                same = same and torch.equal(wide(conv, items), plain(items))
+        _probed[key] = same
+    return _probed[key]
+
+
+def wide_patch_conv_ok(conv: nn.Conv3d) -> bool:
+    """Whether the patch-embedding Conv3d may run as one wide image (exact here)."""
+    weight = conv.weight
     if weight.device.type != "cpu":
         return False
-    return weight.dtype == torch.float32 or (
-        weight.dtype == torch.bfloat16 and weight.shape[0] % _WIDE_CHANNELS == 0)
+    if not (weight.dtype == torch.float32 or (
+            weight.dtype == torch.bfloat16 and weight.shape[0] % _WIDE_CHANNELS == 0)):
+        return False
+    return _exact_on_this_cpu(conv, tuple(weight.shape[1:]), wide_patch_conv,
+                              lambda items: conv(items).view(items.shape[0], -1))
 
 
-def wide_merge_conv_ok(weight: torch.Tensor) -> bool:
-    """Whether the 2x2 merge Conv2d with this weight may run as one wide image."""
-    return (weight.device.type == "cpu" and weight.dtype == torch.bfloat16
-            and weight.shape[0] % _WIDE_CHANNELS == 0 and weight.shape[1] % _WIDE_CHANNELS == 0)
+def wide_merge_conv_ok(conv: nn.Conv2d) -> bool:
+    """Whether the 2x2 merge Conv2d may run as one wide image (exact here)."""
+    weight = conv.weight
+    if not (weight.device.type == "cpu" and weight.dtype == torch.bfloat16
+            and weight.shape[0] % _WIDE_CHANNELS == 0 and weight.shape[1] % _WIDE_CHANNELS == 0):
+        return False
+    m, c = weight.shape[2], weight.shape[1]
+    return _exact_on_this_cpu(conv, (m, m, c), wide_merge_conv,
+                              lambda items: conv(items.permute(0, 3, 1, 2)).view(items.shape[0], -1))
 
 
 def wide_patch_conv(conv: nn.Conv3d, patches: torch.Tensor) -> torch.Tensor:
@@ -84,7 +114,7 @@ class PatchEmbed(nn.Module):
         x = pixels.view(-1, c.in_channels, c.temporal_patch_size, c.patch_size, c.patch_size)
         # conv3d keeps the bias fused (pitfall 1); inputs are cast to the weight dtype first.
         x = x.to(self.proj.weight.dtype)
-        if wide_patch_conv_ok(self.proj.weight):
+        if wide_patch_conv_ok(self.proj):
             return wide_patch_conv(self.proj, x)
         return self.proj(x).view(-1, c.hidden_size)
 
@@ -213,7 +243,7 @@ class VisionTower(nn.Module):
             x = block(x, cos, sin, lengths)
         x = self.post_layernorm(x)
         x = x.view(-1, merge, merge, x.shape[-1])
-        if wide_merge_conv_ok(self.downsample.weight):
+        if wide_merge_conv_ok(self.downsample):
             x = wide_merge_conv(self.downsample, x)
         else:
             x = self.downsample(x.permute(0, 3, 1, 2)).view(-1, self.config.out_hidden_size)
