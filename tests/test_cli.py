@@ -155,3 +155,17 @@ def test_serve_subprocess_answers_over_http(tiny_checkpoint: Path) -> None:
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_doctor_loads_a_checkpoint(tiny_checkpoint: Path) -> None:
+    result = cli("doctor", "--model", str(tiny_checkpoint), "--load")
+    assert "[ok  ] weights" in result.stdout and "loaded" in result.stdout, result.stdout
+    assert "[ok  ] torch" in result.stdout or "[warn] torch" in result.stdout
+    assert result.returncode == 0, result.stdout  # warnings (no display, no phone) don't fail
+
+
+def test_doctor_names_a_broken_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    result = cli("doctor", "--model", str(tmp_path))
+    assert result.returncode == 3
+    assert "[FAIL] weights" in result.stdout and "model_type" in result.stdout
