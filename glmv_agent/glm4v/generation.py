@@ -460,6 +460,18 @@ class _RowText:
             self.parts.append(text)
         return text
 
+    def result(self, prompt_tokens: int, timing: _Timing) -> GenerationResult:
+        """This row's GenerationResult once it is finished (call after `finish()`)."""
+        return GenerationResult(
+            text="".join(self.parts),
+            token_ids=self.token_ids,
+            finish_reason=self.finish_reason or "length",
+            prompt_tokens=prompt_tokens,
+            prefill_seconds=timing.prefill_seconds,
+            decode_seconds=timing.decode_seconds,
+            stop_string=self.matcher.matched,
+        )
+
 
 def generate(
     model: GenerationModel,
@@ -507,17 +519,7 @@ def generate(
         prompt_tokens = inputs["input_ids"].shape[1]
         if inputs.get("attention_mask") is not None:
             prompt_tokens = int(inputs["attention_mask"][row].sum())
-        results.append(
-            GenerationResult(
-                text="".join(state.parts),
-                token_ids=state.token_ids,
-                finish_reason=state.finish_reason or "length",
-                prompt_tokens=prompt_tokens,
-                prefill_seconds=stream.timing.prefill_seconds,
-                decode_seconds=stream.timing.decode_seconds,
-                stop_string=state.matcher.matched,
-            )
-        )
+        results.append(state.result(prompt_tokens, stream.timing))
     return results
 
 
@@ -557,14 +559,4 @@ def stream_generate(
     if tail:
         yield tail
     if result_holder is not None:
-        result_holder.append(
-            GenerationResult(
-                text="".join(state.parts),
-                token_ids=state.token_ids,
-                finish_reason=state.finish_reason or "length",
-                prompt_tokens=int(inputs["input_ids"].shape[1]),
-                prefill_seconds=stream.timing.prefill_seconds,
-                decode_seconds=stream.timing.decode_seconds,
-                stop_string=state.matcher.matched,
-            )
-        )
+        result_holder.append(state.result(int(inputs["input_ids"].shape[1]), stream.timing))

@@ -116,11 +116,19 @@ class ImageProcessorConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ImageProcessorConfig":
-        path = Path(path)
-        try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"cannot read {path}: {exc}") from exc
+        return cls.from_dict(read_config_json(path))
+
+
+def read_config_json(path: str | Path) -> dict[str, Any]:
+    """A preprocessor config file's JSON object; CheckpointError naming the file otherwise."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, not {type(data).__name__}")
+    return data
 
 
 # ----------------------------------------------------------------------------- loading

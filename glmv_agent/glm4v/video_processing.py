@@ -19,7 +19,6 @@ sampling of `Glm46VVideoProcessor`):
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -33,7 +32,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import CheckpointError, InputError
-from .image_processing import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, smart_resize, to_rgb
+from .image_processing import (
+    OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, read_config_json, smart_resize, to_rgb,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +85,7 @@ class VideoProcessorConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "VideoProcessorConfig":
-        path = Path(path)
-        try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"cannot read {path}: {exc}") from exc
+        return cls.from_dict(read_config_json(path))
 
 
 # ----------------------------------------------------------------------------- sampling
