@@ -42,7 +42,8 @@ class AnnouncingEnv(Environment):
                  ) -> None:
         super().__init__()
         self.inner = inner
-        self.platform = inner.platform  # type: ignore[misc]  (instance mirrors the wrapped env)
+        # The instance mirrors the wrapped env's platform.
+        self.platform = inner.platform  # type: ignore[misc]
         self.announce = announce
         self.delay = delay
         self.marker = marker
@@ -139,6 +140,7 @@ class DesktopAssistant:
         finally:
             self.agent = None
         result = agent.result
+        assert result is not None  # iter_run always ends with a result
         self.results.append(result)
         if result.answer:
             self.output(f"answer: {result.answer}")

@@ -370,7 +370,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = make_server(engine, host=args.host, port=args.port, model_name=name,
                          max_queue=args.max_queue)
     host, port = server.server_address[:2]
-    _out(f"serving {name!r} at http://{host}:{port}/v1 (Ctrl+C to stop)")
+    _out(f"serving {name!r} at http://{host!s}:{port}/v1 (Ctrl+C to stop)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

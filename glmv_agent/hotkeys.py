@@ -113,9 +113,9 @@ class HotkeyListener:
                     event = conn.next_event()
                     if event.type != X.KeyPress:
                         continue
-                    name = bindings.get((event.detail, event.state & relevant))
-                    if name is not None:
-                        self._dispatch(name)
+                    pressed = bindings.get((event.detail, event.state & relevant))
+                    if pressed is not None:
+                        self._dispatch(pressed)
         finally:
             conn.close()
 

@@ -160,6 +160,8 @@ def to_messages(raw_messages: Any, config: ServerConfig) -> list[Message]:
             elif kind == "image_url":
                 spec = part.get("image_url")
                 url = spec.get("url") if isinstance(spec, dict) else spec
+                if not isinstance(url, str):
+                    raise RequestError(f"messages[{i}].content[{j}].image_url.url must be a string")
                 parts.append({"type": "image", "image": decode_image_url(url, config)})
             else:
                 raise RequestError(
