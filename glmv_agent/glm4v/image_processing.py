@@ -95,28 +95,33 @@ class ImageProcessorConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> "ImageProcessorConfig":
-        size = cfg.get("size") or {}
-        # Older configs spell the budget min_pixels/max_pixels instead of size.
-        min_pixels = size.get("shortest_edge", cfg.get("min_pixels", cls.min_pixels))
-        max_pixels = size.get("longest_edge", cfg.get("max_pixels", cls.max_pixels))
         try:
-            return cls(
-                min_pixels=int(min_pixels),
-                max_pixels=int(max_pixels),
-                patch_size=int(cfg.get("patch_size", cls.patch_size)),
-                temporal_patch_size=int(cfg.get("temporal_patch_size", cls.temporal_patch_size)),
-                merge_size=int(cfg.get("merge_size", cls.merge_size)),
-                image_mean=tuple(float(v) for v in cfg.get("image_mean", OPENAI_CLIP_MEAN)),
-                image_std=tuple(float(v) for v in cfg.get("image_std", OPENAI_CLIP_STD)),
-                rescale_factor=float(cfg.get("rescale_factor", 1 / 255)),
-                extra=dict(cfg),
-            )
+            return cls(**pixel_fields(cfg, cls), extra=dict(cfg))
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"invalid preprocessor config values: {exc}") from exc
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ImageProcessorConfig":
         return cls.from_dict(read_config_json(path))
+
+
+def pixel_fields(cfg: dict[str, Any], defaults: Any) -> dict[str, Any]:
+    """The fields image and video preprocessor configs share, parsed from `cfg`.
+
+    `defaults` is the config class (its field defaults fill what `cfg` lacks). Older configs
+    spell the pixel budget min_pixels/max_pixels instead of size.
+    """
+    size = cfg.get("size") or {}
+    return {
+        "min_pixels": int(size.get("shortest_edge", cfg.get("min_pixels", defaults.min_pixels))),
+        "max_pixels": int(size.get("longest_edge", cfg.get("max_pixels", defaults.max_pixels))),
+        "patch_size": int(cfg.get("patch_size", defaults.patch_size)),
+        "temporal_patch_size": int(cfg.get("temporal_patch_size", defaults.temporal_patch_size)),
+        "merge_size": int(cfg.get("merge_size", defaults.merge_size)),
+        "image_mean": tuple(float(v) for v in cfg.get("image_mean", OPENAI_CLIP_MEAN)),
+        "image_std": tuple(float(v) for v in cfg.get("image_std", OPENAI_CLIP_STD)),
+        "rescale_factor": float(cfg.get("rescale_factor", 1 / 255)),
+    }
 
 
 def read_config_json(path: str | Path) -> dict[str, Any]:

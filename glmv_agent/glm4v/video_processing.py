@@ -33,7 +33,7 @@ from PIL import Image
 
 from ..errors import CheckpointError, InputError
 from .image_processing import (
-    OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, read_config_json, smart_resize, to_rgb,
+    OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, pixel_fields, read_config_json, smart_resize, to_rgb,
 )
 
 logger = logging.getLogger(__name__)
@@ -63,18 +63,10 @@ class VideoProcessorConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> "VideoProcessorConfig":
-        size = cfg.get("size") or {}
         kind = str(cfg.get("video_processor_type", ""))
         try:
             return cls(
-                min_pixels=int(size.get("shortest_edge", cfg.get("min_pixels", cls.min_pixels))),
-                max_pixels=int(size.get("longest_edge", cfg.get("max_pixels", cls.max_pixels))),
-                patch_size=int(cfg.get("patch_size", cls.patch_size)),
-                temporal_patch_size=int(cfg.get("temporal_patch_size", cls.temporal_patch_size)),
-                merge_size=int(cfg.get("merge_size", cls.merge_size)),
-                image_mean=tuple(float(v) for v in cfg.get("image_mean", OPENAI_CLIP_MEAN)),
-                image_std=tuple(float(v) for v in cfg.get("image_std", OPENAI_CLIP_STD)),
-                rescale_factor=float(cfg.get("rescale_factor", 1 / 255)),
+                **pixel_fields(cfg, cls),
                 fps=float(cfg.get("fps", cls.fps)),
                 max_duration=float(cfg.get("max_duration", cls.max_duration)),
                 sampling="glm46v" if kind.lower().startswith("glm46v") else "glm41v",
