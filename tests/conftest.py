@@ -6,9 +6,36 @@ name, the real config shape and real safetensors shards, only the widths are tin
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
+
+_exit_status: int | None = None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave with pytest's own exit status, skipping the interpreter's final teardown.
+
+    Once in a while (seen twice in ~10 full runs, never in a single test file) the process
+    aborted after every test had passed and the summary was printed: "terminate called
+    without an active exception" from a native library's static teardown (suspects:
+    greenlet, which playwright's sync API uses, in worker threads that have ended; torch's
+    thread pools). The results are final by then, so the exit status must not depend on
+    that teardown. Set GLMV_TEST_NORMAL_EXIT=1 to get the normal exit (e.g. to chase it).
+    """
+    if _exit_status is None or os.environ.get("GLMV_TEST_NORMAL_EXIT") == "1":
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit_status)
 
 
 @pytest.fixture(scope="session")
