@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stability-timeout", type=float, default=5.0, metavar="SECONDS",
                      help="web: wait at most this long for the page to settle after an "
                           "action (default: %(default)s)")
-    run.add_argument("--set-of-marks", action="store_true",
-                     help="web: label interactive elements (GLM-4.1V web prompt)")
+    run.add_argument("--set-of-marks", action=argparse.BooleanOptionalAction, default=None,
+                     help="web: label interactive elements on the screenshot (default: on "
+                          "when the family's web prompt uses labels, as GLM-4.1V's does)")
     run.add_argument("--allowed-domain", action="append", default=None, metavar="DOMAIN",
                      help="web: only allow these domains (repeatable)")
     run.add_argument("--monitor", type=int, default=1, help="desktop: mss monitor index (1 = primary)")
@@ -348,7 +349,7 @@ def open_env(args: argparse.Namespace) -> Any:
         return WebEnv.launch(
             url=args.url, headless=not args.headed, viewport=_parse_viewport(args.viewport),
             device_scale_factor=args.dpr, stability_timeout=args.stability_timeout,
-            set_of_marks=args.set_of_marks, allowed_domains=args.allowed_domain,
+            set_of_marks=_set_of_marks(args), allowed_domains=args.allowed_domain,
         )
     if args.env == "desktop":
         from .envs.desktop import DesktopEnv
@@ -357,6 +358,14 @@ def open_env(args: argparse.Namespace) -> Any:
     from .envs.android import AndroidEnv
 
     return AndroidEnv(serial=args.serial)
+
+
+def _set_of_marks(args: argparse.Namespace) -> bool:
+    if args.set_of_marks is not None:
+        return bool(args.set_of_marks)
+    from .dialects import uses_element_labels
+
+    return uses_element_labels(args.family)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -51,7 +51,7 @@ from .actions import BaseAction
 from .agent import Agent, RunResult
 from .backends import make_backend
 from .backends.base import Backend
-from .dialects import dialect_class
+from .dialects import uses_element_labels
 from .envs.base import ActionHandler, ActionOutcome, Environment, Observation
 from .errors import ActionRefusedError, ConfigError, EnvError, TaskFailedError
 from .policy import Policy
@@ -85,12 +85,6 @@ def verdict(answer: str) -> bool | None:
     if match is None:
         return None
     return match.group(1).lower() in ("yes", "true")
-
-
-def _uses_element_labels(family: str) -> bool:
-    """Whether the family's web prompt points at set-of-marks labels (`Click [3]`)."""
-    coordinates = getattr(dialect_class(family), "coordinates", {}) or {}
-    return coordinates.get("web", {}).get("kind") == "element"
 
 
 def _slug(text: str) -> str:
@@ -279,7 +273,7 @@ class _PageAgentBase:
         **agent_options: Any,
     ) -> None:
         if set_of_marks is None:
-            set_of_marks = _uses_element_labels(family)
+            set_of_marks = uses_element_labels(family)
         self.page = page
         env = self._attach(page, set_of_marks, env_options or {})
         try:

@@ -100,7 +100,7 @@ def test_run_with_a_replay_file_on_a_local_page(tmp_path: Path) -> None:
     answers.write_text(json.dumps(replay_answers("glm-4.1v")))
     with serve_directory(demo_dir()) as url:
         result = cli("run", "Find the price of Dune", "--env", "web", "--url", url + "index.html",
-                     "--set-of-marks", "--model", str(answers), "--trace-dir",
+                     "--model", str(answers), "--trace-dir",  # labels: on by default for glm-4.1v
                      str(tmp_path / "trace"), "--report", "--show-thinking")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "status: answered" in result.stdout

@@ -79,6 +79,13 @@ def dialect_class(family: str) -> type[Dialect]:
     return cls
 
 
+def uses_element_labels(family: str) -> bool:
+    """Whether the family's web prompt points at set-of-marks labels (`Click [3]`), so the
+    web environment must draw and list them."""
+    coordinates = getattr(dialect_class(family), "coordinates", {}) or {}
+    return coordinates.get("web", {}).get("kind") == "element"
+
+
 def get_dialect(family: str, platform: str, **options: Any) -> Dialect:
     """The dialect of `family` for `platform` ("mobile", "pc" or "web").
 
@@ -106,4 +113,5 @@ def parse(text: str, model: str = "glm-4.1v", platform: str = "pc") -> Step:
 __all__ = [
     "AutoGLMDialect", "Dialect", "FAMILIES", "GLM41VDialect", "GLM45VDialect", "HistoryItem",
     "Step", "canonical_families", "dialect_class", "families", "get_dialect", "parse", "register_dialect",
+    "uses_element_labels",
 ]
