@@ -204,9 +204,10 @@ def take_over_prompt(message: str) -> None:
 
 
 def _describe(action: Any) -> str:
+    """One line for an action or an action dict (the report's wording)."""
     from .report import describe_action
 
-    return describe_action(action.to_dict())
+    return describe_action(action if isinstance(action, dict) else action.to_dict())
 
 
 def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -220,7 +221,7 @@ def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def format_record(record: Any, show_thinking: bool) -> list[str]:
     """The progress lines for one finished step."""
-    action = _describe_dict(record.action) if record.action else "(no action)"
+    action = _describe(record.action) if record.action else "(no action)"
     total = record.timings.get("total", 0.0)
     lines = [f"step {record.index:>3}  {action}  [{record.outcome}] {total:.1f}s"
              + (f"  {record.detail}" if record.detail else "")]
@@ -232,12 +233,6 @@ def format_record(record: Any, show_thinking: bool) -> list[str]:
 def print_record(record: Any, show_thinking: bool, output: Callable[[str], None] = _out) -> None:
     for line in format_record(record, show_thinking):
         output(line)
-
-
-def _describe_dict(action: dict[str, Any]) -> str:
-    from .report import describe_action
-
-    return describe_action(action)
 
 
 class StreamPrinter:

@@ -285,11 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "message": {"role": "assistant", "content": result.text},
                 "finish_reason": finish,
             }],
-            "usage": {
-                "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens,
-                "total_tokens": result.prompt_tokens + result.completion_tokens,
-            },
+            "usage": _usage(result),
         })
 
     def _stream(self, messages: list[Message], options: dict[str, Any], body: dict[str, Any]) -> None:
@@ -327,9 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._sse({
                     "id": chunk_id, "object": "chat.completion.chunk", "created": created,
                     "model": self.server.config.model_name, "choices": [],
-                    "usage": {"prompt_tokens": result.prompt_tokens,
-                              "completion_tokens": result.completion_tokens,
-                              "total_tokens": result.prompt_tokens + result.completion_tokens},
+                    "usage": _usage(result),
                 })
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
@@ -386,6 +380,13 @@ class _Handler(BaseHTTPRequestHandler):
             "message": str(exc), "type": exc.code, "code": exc.status,
             "status": HTTPStatus(exc.status).phrase,
         }})
+
+
+def _usage(result: Any) -> dict[str, int]:
+    """OpenAI `usage` of one GenerationResult."""
+    return {"prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "total_tokens": result.prompt_tokens + result.completion_tokens}
 
 
 class GlmvHTTPServer(ThreadingHTTPServer):

@@ -80,6 +80,12 @@ def reply(thought: str, call: str) -> str:
     return f"<think>{thought}</think><answer>{thought}\n{call}\nMemory: []</answer>"
 
 
+def endless_assistant(display: VirtualDisplay, output: Output, tmp_path: Path) -> DesktopAssistant:
+    """An assistant whose model keeps pressing an inert pad until it is stopped."""
+    return make_assistant(display, [reply("Keep pressing.", PRESS_PAD)] * 50, output, tmp_path,
+                          agent_kwargs={"settle_time": 0.2, "loop_limit": None})
+
+
 def make_assistant(display: VirtualDisplay, answers: list[str], output: Output, tmp_path: Path,
                    **kwargs) -> DesktopAssistant:
     env = DesktopEnv(display=display.name, pause=0.02)
@@ -160,8 +166,7 @@ def test_sensitive_action_is_asked_at_the_prompt(display: VirtualDisplay, app: T
 
 def test_pause_and_stop_from_the_prompt(display: VirtualDisplay, tmp_path: Path) -> None:
     output = Output()
-    assistant = make_assistant(display, [reply("Keep pressing.", PRESS_PAD)] * 50, output, tmp_path,
-                               agent_kwargs={"settle_time": 0.2, "loop_limit": None})
+    assistant = endless_assistant(display, output, tmp_path)
     assistant.handle_line("press the pad forever")
     output.wait_for("step   1")
     assistant.handle_line("pause")
@@ -191,8 +196,7 @@ def test_question_about_the_screen_does_not_act(display: VirtualDisplay, app: Tk
 
 def test_busy_assistant_refuses_a_second_task(display: VirtualDisplay, tmp_path: Path) -> None:
     output = Output()
-    assistant = make_assistant(display, [reply("Keep pressing.", PRESS_PAD)] * 50, output, tmp_path,
-                               agent_kwargs={"settle_time": 0.2, "loop_limit": None})
+    assistant = endless_assistant(display, output, tmp_path)
     assistant.handle_line("first")
     output.wait_for("step   1")
     assistant.handle_line("second task")
@@ -232,8 +236,7 @@ def test_hotkeys_pause_and_stop_a_running_task(display: VirtualDisplay, tmp_path
     from glmv_agent.hotkeys import HotkeyListener
 
     output = Output()
-    assistant = make_assistant(display, [reply("Keep pressing.", PRESS_PAD)] * 50, output, tmp_path,
-                               agent_kwargs={"settle_time": 0.2, "loop_limit": None})
+    assistant = endless_assistant(display, output, tmp_path)
     with HotkeyListener(assistant.on_hotkey, display=display.name):
         assistant.handle_line("press the pad forever")
         output.wait_for("step   1")
