@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,13 +125,16 @@ class Glm4vEngine:
         """A fresh incremental detokenizer (what generation uses to stream text)."""
         return self.tokenizer.stream_decoder(skip_special_tokens=skip_special_tokens)
 
-    def generate_inputs(self, inputs: dict[str, Any], **options: Any) -> list[GenerationResult]:
-        """Generate from ready processor tensors (e.g. a prompt you extended by hand)."""
+    def generate_inputs(self, inputs: dict[str, Any], *, on_text: Callable[[int, str], None] | None = None,
+                        **options: Any) -> list[GenerationResult]:
+        """Generate from ready processor tensors (e.g. a prompt you extended by hand).
+        `on_text(row, delta)` gets each new piece of a row's text as it is generated; an
+        exception raised from it stops the whole generation (the server cancels that way)."""
         config = self.generation_config(**options)
         inputs = self._to_device(inputs)
         with self._lock:
             return generate(self.model, self.text_decoder, inputs, config, think_ids=self.think_ids,
-                            pad_token_id=self.pad_token_id, step_fn=self._step)
+                            pad_token_id=self.pad_token_id, on_text=on_text, step_fn=self._step)
 
     def generate(self, messages: list[Message], *, enable_thinking: bool | None = None,
                  **options: Any) -> GenerationResult:
@@ -139,11 +142,14 @@ class Glm4vEngine:
         return self.generate_batch([messages], enable_thinking=enable_thinking, **options)[0]
 
     def generate_batch(self, conversations: Sequence[list[Message]], *,
-                       enable_thinking: bool | None = None, **options: Any) -> list[GenerationResult]:
-        """One result per conversation, generated together (left padding)."""
+                       enable_thinking: bool | None = None,
+                       on_text: Callable[[int, str], None] | None = None,
+                       **options: Any) -> list[GenerationResult]:
+        """One result per conversation, generated together (left padding); `on_text` as in
+        `generate_inputs`."""
         self.generation_config(**options)  # bad options fail before preprocessing
         inputs = self.prepare_batch(conversations, enable_thinking=enable_thinking)
-        return self.generate_inputs(inputs, **options)
+        return self.generate_inputs(inputs, on_text=on_text, **options)
 
     def chat(self, messages: list[Message], *, enable_thinking: bool | None = None, **options: Any) -> str:
         """The answer text (special tokens kept, eos and stop strings removed)."""
