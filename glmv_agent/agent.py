@@ -141,6 +141,11 @@ class Agent:
             dialect = get_dialect(family, self.platform)
         self.dialect = dialect
         self.family = dialect.family
+        # A prompt that names elements by set-of-marks label is useless without them: turn
+        # the environment's labels on, or refuse (ConfigError) if it was told to keep them off.
+        self._needs_labels = _needs_element_labels(dialect)
+        if self._needs_labels:
+            env.enable_element_labels()
         self.max_steps = max_steps
         self.max_actions = max_actions
         self.stop_on_denial = stop_on_denial
@@ -371,6 +376,12 @@ class Agent:
         t = time.monotonic()
         observation = self.env.observe()
         record.timings["observe"] = time.monotonic() - t
+        if self._needs_labels and observation.elements is None:
+            raise ConfigError(
+                f"the {self.family} web prompt names elements by set-of-marks labels, but "
+                f"{type(self.env).__name__} gave no element list (observation.elements is "
+                "None); use an environment that labels elements, e.g. WebEnv"
+            )
         self._record_observation(record, observation)
         dialog = observation.extra.get("dialog")
         if isinstance(dialog, dict):  # a page dialog the web env dismissed since the last step
@@ -750,6 +761,18 @@ def screen_thumbnail(image: Image.Image) -> np.ndarray:
 
 def same_screen(a: np.ndarray, b: np.ndarray) -> bool:
     return int(np.abs(a - b).max()) <= SAME_SCREEN_TOLERANCE
+
+
+def _needs_element_labels(dialect: Dialect) -> bool:
+    """Whether the dialect's prompt points at set-of-marks labels (the GLM-V web prompts)."""
+    from .dialects import uses_element_labels
+
+    if dialect.platform != "web":
+        return False
+    try:
+        return uses_element_labels(dialect.family)
+    except ConfigError:  # a custom dialect that is not registered: it declares nothing
+        return False
 
 
 def _pixel_points(action: BaseAction, observation: Observation) -> list[tuple[int, int]]:

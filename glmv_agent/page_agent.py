@@ -277,6 +277,8 @@ class _PageAgentBase:
         self.page = page
         env = self._attach(page, set_of_marks, env_options or {})
         try:
+            if uses_element_labels(family):  # refuse now, not at the first command
+                env.enable_element_labels()
             self._commands = _Commands(
                 env, model, family=family, max_steps=max_steps, trace_dir=trace_dir,
                 model_name=model_name, backend_options=backend_options,
@@ -392,6 +394,9 @@ class _LoopBridgeEnv(Environment):
 
     def supported_actions(self) -> set[str]:
         return self.async_env.supported_actions()
+
+    def enable_element_labels(self) -> bool:
+        return self.async_env.enable_element_labels()
 
     def register_handler(self, action_type: str, handler: ActionHandler) -> None:
         self.async_env.register_handler(action_type, handler)

@@ -15,6 +15,7 @@ import pytest
 from glmv_agent.agent import Agent
 from glmv_agent.backends.base import Backend
 from glmv_agent.backends.replay import ReplayBackend
+from glmv_agent.envs.base import Observation
 from glmv_agent.errors import ConfigError
 from glmv_agent.messages import Message
 
@@ -158,13 +159,22 @@ def web_answer(thought: str, action: str) -> str:
            "Memory_Updated: {}</answer>"
 
 
+class LabelledFormEnv(FormEnv):
+    """FormEnv with set-of-marks on, as the web dialects need, but no element labelled."""
+
+    def _capture(self) -> Observation:
+        observation = super()._capture()
+        observation.elements = []
+        return observation
+
+
 def test_web_history_reports_each_actions_outcome(tmp_path: Path) -> None:
     """The GLM-4.1V web prompt lists Thought, Action and the Observation after it: the
     model is told which action ran and which was refused (it used to read "Success")."""
     from glmv_agent.dialects import get_dialect
     from glmv_agent.trace import TraceReader
 
-    env = FormEnv()  # no set-of-marks elements: a click on label [7] is refused
+    env = LabelledFormEnv()  # no element on screen: a click on label [7] is refused
     answers = [web_answer("Scroll first.", "Scroll [WINDOW]; [down]"),
                web_answer("Click the button.", "Click [7]"),
                web_answer("Done.", "ANSWER; <content>ok</content>")]

@@ -30,7 +30,7 @@ class AsyncWebEnv(_WebEnvShared):
 
     def __init__(
         self, page: Any, *, allowed_domains: Iterable[str] | None = None,
-        set_of_marks: bool = False, allow_file_chooser: bool = False,
+        set_of_marks: bool | None = None, allow_file_chooser: bool = False,
         stability_timeout: float = 5.0, rewrite_selects: bool = True,
         _owned: tuple[Any, Any] | None = None,
     ) -> None:
@@ -52,7 +52,7 @@ class AsyncWebEnv(_WebEnvShared):
         cls, url: str | None = None, *, headless: bool = True,
         viewport: tuple[int, int] = (1280, 720), device_scale_factor: float = 1,
         executable_path: str | None = None, allowed_domains: Iterable[str] | None = None,
-        set_of_marks: bool = False, allow_file_chooser: bool = False,
+        set_of_marks: bool | None = None, allow_file_chooser: bool = False,
         stability_timeout: float = 5.0, rewrite_selects: bool = True,
         browser_args: Iterable[str] = (),
     ) -> AsyncWebEnv:

@@ -103,6 +103,16 @@ class Environment(ABC):
         self.last_observation = observation
         return observation
 
+    def enable_element_labels(self) -> bool:
+        """Make every observation list (and draw) set-of-marks element labels, for a dialect
+        whose prompt names elements by label (`Click [3]`).
+
+        True when this environment now does; False when it has no such switch, and then the
+        agent checks that each observation carries `elements`. Raises ConfigError when the
+        user explicitly turned labels off.
+        """
+        return False
+
     def supported_actions(self) -> set[str]:
         """Action type names this environment can execute."""
         names = {

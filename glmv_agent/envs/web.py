@@ -373,7 +373,7 @@ class _WebCore:
     """State and page logic of a web environment, independent of sync/async playwright."""
 
     def __init__(
-        self, page: Any, *, allowed_domains: Iterable[str] | None, set_of_marks: bool,
+        self, page: Any, *, allowed_domains: Iterable[str] | None, set_of_marks: bool | None,
         allow_file_chooser: bool, stability_timeout: float, rewrite_selects: bool,
     ) -> None:
         if stability_timeout < 0:
@@ -381,7 +381,7 @@ class _WebCore:
         self.page = page
         self.context = page.context
         self.allowed = normalize_allowed_domains(allowed_domains)
-        self.set_of_marks = set_of_marks
+        self.set_of_marks = set_of_marks  # None: off until an agent's dialect needs labels
         self.allow_file_chooser = allow_file_chooser
         self.stability_timeout = stability_timeout
         self.rewrite_selects = rewrite_selects
@@ -843,6 +843,18 @@ class _WebEnvShared:
         """The last file chooser an action opened (only with allow_file_chooser=True)."""
         return self._core.file_chooser
 
+    def enable_element_labels(self) -> bool:
+        """Turn set-of-marks labels on (an Agent does this for a dialect that names elements
+        by label); ConfigError if they were turned off with `set_of_marks=False`."""
+        if self._core.set_of_marks is False:
+            raise ConfigError(
+                "this web environment was created with set_of_marks=False, but the model's "
+                "web prompt names elements by their set-of-marks labels (Click [3]), so it "
+                "could not point at anything; leave set_of_marks at its default (or True)"
+            )
+        self._core.set_of_marks = True
+        return True
+
 
 # -- the sync environment ----------------------------------------------------------------
 
@@ -854,7 +866,9 @@ class WebEnv(_WebEnvShared, Environment):
     `WebEnv(page)` wraps a live sync `Page` of yours and never closes your browser.
     With `set_of_marks=True` every observation lists the visible interactive elements
     (open shadow roots and same-origin frames included), numbered on
-    `observation.marked_screenshot`, for the GLM-V web prompts.
+    `observation.marked_screenshot`, for the GLM-V web prompts. The default (None) leaves
+    them off until an `Agent` whose dialect needs them turns them on; False keeps them off
+    (and such an agent refuses to start).
 
     `allowed_domains` governs navigations: pages, frames, popups and redirects to other
     hosts are blocked. Subresources (images, scripts, fetch/XHR) of an allowed page may
@@ -870,7 +884,7 @@ class WebEnv(_WebEnvShared, Environment):
 
     def __init__(
         self, page: Any, *, allowed_domains: Iterable[str] | None = None,
-        set_of_marks: bool = False, allow_file_chooser: bool = False,
+        set_of_marks: bool | None = None, allow_file_chooser: bool = False,
         stability_timeout: float = 5.0, rewrite_selects: bool = True,
         _owned: tuple[Any, Any] | None = None,
     ) -> None:
@@ -892,7 +906,7 @@ class WebEnv(_WebEnvShared, Environment):
         cls, url: str | None = None, *, headless: bool = True,
         viewport: tuple[int, int] = (1280, 720), device_scale_factor: float = 1,
         executable_path: str | None = None, allowed_domains: Iterable[str] | None = None,
-        set_of_marks: bool = False, allow_file_chooser: bool = False,
+        set_of_marks: bool | None = None, allow_file_chooser: bool = False,
         stability_timeout: float = 5.0, rewrite_selects: bool = True,
         browser_args: Iterable[str] = (),
     ) -> WebEnv:
