@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from .actions import Answer, BaseAction, Done, TakeOver
 from .backends import make_backend
-from .backends.base import Backend, GenerationParams
+from .backends.base import BackendProtocol, GenerationParams
 from .dialects.base import Dialect, HistoryItem, Step
 from .envs.base import Environment, Observation, Platform
 from .errors import (
@@ -43,6 +43,7 @@ from .policy import Policy
 from .secrets import MaskingFilter, SecretVault
 from .trace import Attempt, RunInfo, StepRecord, TraceReader, TraceWriter, prompt_summary
 from .trace import HISTORY_OUTCOMES, UNEXECUTED_OUTCOMES, history_observation, screenshot_name
+from .trace import quarantine_torn_tail
 
 logger = logging.getLogger("glmv_agent")
 
@@ -76,7 +77,8 @@ class RunResult(BaseModel):
 class Agent:
     """Runs one model family on one environment until the task is done.
 
-    `model` is a `Backend`, an OpenAI-compatible URL (with `model_name=`), a checkpoint
+    `model` is a `Backend` (or any object with `complete(messages, **params) -> str`, see
+    `BackendProtocol`), an OpenAI-compatible URL (with `model_name=`), a checkpoint
     directory or a replay file. Limits: `max_steps` (model answers), `max_actions`
     (executed actions; the run ends as "success" after that many, e.g. 1 for "do exactly
     one thing"), `step_timeout` / `model_timeout` (seconds), `max_parse_retries`,
@@ -93,7 +95,7 @@ class Agent:
 
     def __init__(
         self,
-        model: Backend | str | Path,
+        model: BackendProtocol | str | Path,
         env: Environment,
         family: str = "glm-4.1v",
         platform: Platform | None = None,
@@ -319,6 +321,10 @@ class Agent:
         if self._records:
             self._restore_state(self._records[-1].resume_state, reader)
         if self.trace:
+            torn = quarantine_torn_tail(trace_dir)
+            if torn is not None:
+                logger.warning("the last step record in %s was cut off by a crash; its bytes "
+                               "were moved to %s", trace_dir, torn.name)
             self._writer = TraceWriter(trace_dir, mask=self.vault.mask_obj)
             info.status, info.ended_at, info.error = "running", None, None
             self._writer.start(info)

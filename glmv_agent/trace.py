@@ -29,6 +29,9 @@ A trace directory holds:
     - `error`: error message if the step failed
     - `observation_text`: url / app / element list given to the dialect as history
 * `step-NNNN.png` (and `step-NNNN-marked.png` in set-of-marks mode): the screenshots.
+* `steps.jsonl.torn-N` (only after a crash and a resume): the bytes of a step record the
+  crash cut off, moved out of `steps.jsonl` by `quarantine_torn_tail` so that new steps
+  start on a line of their own; kept so nothing that was written is lost.
 
 Every string is masked (`***`) for the secrets the agent was given before it is written.
 """
@@ -185,6 +188,47 @@ class TraceWriter:
         os.replace(tmp, self.dir / RUN_FILE)
 
 
+def quarantine_torn_tail(directory: str | Path) -> Path | None:
+    """Make `steps.jsonl` end with a complete line before anything is appended to it.
+
+    A SIGKILL during `TraceWriter.record` can leave the last line cut off; appending the
+    next step to it would corrupt both. The incomplete bytes are moved into a side file
+    (`steps.jsonl.torn-N`, returned) and the file is cut back to its last complete line. A
+    last record that is whole but lacks only its newline gets the newline instead.
+    """
+    path = Path(directory) / STEPS_FILE
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return None
+    keep = data.rfind(b"\n") + 1
+    tail = data[keep:]
+    try:
+        StepRecord.model_validate_json(tail)
+        whole = True
+    except ValidationError:
+        whole = False
+    if whole:
+        with open(path, "ab") as fh:
+            fh.write(b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return None
+    n = 1
+    while (side := path.with_name(f"{STEPS_FILE}.torn-{n}")).exists():
+        n += 1
+    with open(side, "wb") as fh:  # the bytes are safe on disk before the file is cut
+        fh.write(tail)
+        fh.flush()
+        os.fsync(fh.fileno())
+    with open(path, "r+b") as fh:
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return side
+
+
 class TraceReader:
     """Loads a trace directory written by `TraceWriter`."""
 
@@ -211,7 +255,8 @@ class TraceReader:
         if not path.is_file():
             return []
         records: list[StepRecord] = []
-        lines = path.read_text("utf-8").splitlines()
+        # Bytes, split on newlines: a torn last line may end inside a UTF-8 character.
+        lines = path.read_bytes().splitlines()
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue

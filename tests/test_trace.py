@@ -109,6 +109,42 @@ def test_torn_last_line_is_skipped_corrupt_middle_is_an_error(tmp_path: Path) ->
         TraceReader(tmp_path).records()
 
 
+def test_resume_after_a_torn_last_line_quarantines_it(tmp_path: Path) -> None:
+    """kill -9 during a step write leaves a cut-off last line (here cut inside a UTF-8
+    character); resuming must not append onto it, and keeps its bytes in a side file."""
+    from glmv_agent.report import render_report
+
+    trace = tmp_path / "trace"
+    run_and_kill(trace, tmp_path)
+    line = StepRecord(index=3, outcome="executed", detail="按下加号").model_dump_json()
+    torn = line.encode("utf-8")[: line.encode("utf-8").index("加".encode("utf-8")) + 1]
+    with open(trace / "steps.jsonl", "ab") as fh:
+        fh.write(torn)
+    assert [r.index for r in TraceReader(trace).records()] == [1, 2]
+
+    agent = Agent(ReplayBackend([click("plus"), DONE]), FormEnv(), dialect=JsonDialect("pc"),
+                  settle_time=0, secrets={"pin": "4711"})
+    assert agent.resume_run(trace).status == "success"
+    reader = TraceReader(trace)
+    assert [r.index for r in reader.records()] == [1, 2, 3, 4] and reader.torn_line is None
+    assert (trace / "steps.jsonl.torn-1").read_bytes() == torn
+    assert render_report(trace).is_file()
+
+
+def test_a_whole_last_record_without_its_newline_is_kept(tmp_path: Path) -> None:
+    from glmv_agent.trace import quarantine_torn_tail
+
+    writer = TraceWriter(tmp_path)
+    writer.start(RunInfo(task="t"))
+    writer.record(StepRecord(index=1, outcome="executed"))
+    with open(tmp_path / "steps.jsonl", "a") as fh:
+        fh.write(StepRecord(index=2, outcome="executed").model_dump_json())  # no newline yet
+    assert quarantine_torn_tail(tmp_path) is None
+    writer.record(StepRecord(index=3, outcome="executed"))
+    assert [r.index for r in TraceReader(tmp_path).records()] == [1, 2, 3]
+    assert quarantine_torn_tail(tmp_path) is None  # a clean file is left alone
+
+
 def test_reader_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a trace directory"):
         TraceReader(tmp_path)
