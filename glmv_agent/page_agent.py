@@ -50,7 +50,7 @@ from typing import Any, Callable, TypeVar
 from .actions import BaseAction
 from .agent import Agent, RunResult
 from .backends import make_backend
-from .backends.base import Backend
+from .backends.base import Backend, BackendProtocol
 from .dialects import uses_element_labels
 from .envs.base import ActionHandler, ActionOutcome, Environment, Observation
 from .errors import ActionRefusedError, ConfigError, EnvError, TaskFailedError
@@ -106,8 +106,8 @@ class _Commands:
     """The commands, written once against a blocking `Environment` (sync or bridged)."""
 
     def __init__(
-        self, env: Environment, model: Backend | str | Path, *, family: str, max_steps: int,
-        trace_dir: str | Path | None, model_name: str | None,
+        self, env: Environment, model: BackendProtocol | str | Path, *, family: str,
+        max_steps: int, trace_dir: str | Path | None, model_name: str | None,
         backend_options: dict[str, Any] | None, query_attempts: int, click_attempts: int,
         agent_options: dict[str, Any],
     ) -> None:
@@ -134,7 +134,7 @@ class _Commands:
         self.policy = policy
         self.agent_options = agent_options
         self.trace_dir = Path(trace_dir) if trace_dir is not None else None
-        self._owns_backend = not isinstance(model, Backend)
+        self._owns_backend = not isinstance(model, BackendProtocol)  # the user's stays open
         # One backend for every command: a local checkpoint is loaded once.
         self.backend = make_backend(model, model_name=model_name, **(backend_options or {}))
         self._count = 0
@@ -265,7 +265,7 @@ class _PageAgentBase:
     """The constructor and plumbing `PageAgent` and `AsyncPageAgent` share."""
 
     def __init__(
-        self, page: Any, model: Backend | str | Path, *, family: str = "glm-4.1v",
+        self, page: Any, model: BackendProtocol | str | Path, *, family: str = "glm-4.1v",
         set_of_marks: bool | None = None, max_steps: int = 15,
         trace_dir: str | Path | None = None, model_name: str | None = None,
         backend_options: dict[str, Any] | None = None, query_attempts: int = 2,
@@ -314,12 +314,12 @@ class _PageAgentBase:
 class PageAgent(_PageAgentBase):
     """Natural-language commands on a sync playwright `Page` you own.
 
-    `model` is a `Backend`, an OpenAI-compatible URL (with `model_name=`), a checkpoint
-    directory or a replay file, as for `Agent`. `set_of_marks` defaults to what the
-    family's web prompt needs (labels for GLM-4.1V / GLM-4.5V). `trace_dir`, when given,
-    keeps one trace per command in numbered subdirectories. Other keyword arguments go to
-    `Agent` (`settle_time`, `confirm`, `secrets`, `max_parse_retries`, generation
-    parameters, `allowed_domains`, `policy`, ...).
+    `model` is a `Backend` (or any `BackendProtocol` object), an OpenAI-compatible URL (with
+    `model_name=`), a checkpoint directory or a replay file, as for `Agent`. `set_of_marks`
+    defaults to what the family's web prompt needs (labels for GLM-4.1V / GLM-4.5V).
+    `trace_dir`, when given, keeps one trace per command in numbered subdirectories. Other
+    keyword arguments go to `Agent` (`settle_time`, `confirm`, `secrets`,
+    `max_parse_retries`, generation parameters, `allowed_domains`, `policy`, ...).
     """
 
     def _attach(self, page: Any, set_of_marks: bool, env_options: dict[str, Any]) -> Environment:

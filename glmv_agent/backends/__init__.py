@@ -10,25 +10,30 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .base import Backend, GenerationParams
+from .base import Backend, BackendProtocol, GenerationParams, ProtocolBackend
 
-__all__ = ["Backend", "GenerationParams", "make_backend"]
+__all__ = ["Backend", "BackendProtocol", "GenerationParams", "ProtocolBackend", "make_backend"]
 
 
-def make_backend(model: Backend | str | Path, *, model_name: str | None = None,
+def make_backend(model: BackendProtocol | str | Path, *, model_name: str | None = None,
                  **options: Any) -> Backend:
     """A backend for `model`.
 
     * a `Backend` instance is returned as is;
+    * any other object with `complete(messages, **params) -> str` (`BackendProtocol`) is
+      wrapped in a `ProtocolBackend`;
     * `http://...` / `https://...`: an OpenAI-compatible server (`model_name` required);
     * a `.json` / `.jsonl` file: recorded answers replayed in order;
     * a directory: a Hugging Face checkpoint run in-process by the local engine.
     """
     if isinstance(model, Backend):
         return model
+    if isinstance(model, BackendProtocol) and callable(model.complete):
+        return ProtocolBackend(model)
     if not isinstance(model, (str, Path)):
         raise ConfigError(
-            f"model must be a Backend, a URL or a checkpoint path, got {type(model).__name__}"
+            "model must be a Backend or an object with a complete(messages, **params) -> str "
+            f"method, an OpenAI-compatible URL or a checkpoint path; got {type(model).__name__}"
         )
     text = str(model)
     if text.startswith(("http://", "https://")):
