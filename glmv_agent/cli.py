@@ -1,4 +1,4 @@
-"""The `glmv-agent` command line: run | serve | assistant | report | doctor | demo.
+"""The `glmv-agent` command line: run | serve | mcp | assistant | report | doctor | demo.
 
 Exit codes: 0 the task succeeded (or the command did its job), 1 the task ended without
 success (infeasible, max steps, loop, stopped, refused), 2 bad usage or configuration,
@@ -47,22 +47,50 @@ def _add_model_args(parser: argparse.ArgumentParser, *, required: bool = False) 
                        help="local engine dtype: bfloat16 (GPU default), float32 (CPU default)")
 
 
-def _add_agent_args(parser: argparse.ArgumentParser) -> None:
+def _add_agent_args(parser: argparse.ArgumentParser, *, interactive: bool = True) -> None:
+    """The agent options; `interactive=False` (a server with no terminal to ask or print
+    to) offers only deny (the default) or allow for sensitive actions, and no streaming."""
     group = parser.add_argument_group("agent")
     group.add_argument("--family", default="glm-4.1v", choices=FAMILIES,
                        help="model family whose prompt format to use (default: %(default)s)")
     group.add_argument("--max-steps", type=int, default=30, help="default: %(default)s")
     group.add_argument("--dry-run", action="store_true",
                        help="plan and record actions without executing them")
-    group.add_argument("--confirm", choices=("ask", "allow", "deny"), default="ask",
-                       help="sensitive actions: ask on the terminal (default; denied when "
-                            "there is no terminal), always allow, or always deny")
+    if interactive:
+        group.add_argument("--confirm", choices=("ask", "allow", "deny"), default="ask",
+                           help="sensitive actions: ask on the terminal (default; denied when "
+                                "there is no terminal), always allow, or always deny")
+    else:
+        group.add_argument("--confirm", choices=("deny", "allow"), default="deny",
+                           help="sensitive actions: deny (default) or allow")
     group.add_argument("--trace-dir", type=Path, help="where to write the trace "
                        "(default: traces/<time>-<task>)")
-    group.add_argument("--show-thinking", action="store_true",
-                       help="stream the model's answers (thinking included) as they are generated")
+    if interactive:
+        group.add_argument("--show-thinking", action="store_true",
+                           help="stream the model's answers (thinking included) as they "
+                                "are generated")
     group.add_argument("--max-new-tokens", type=int, default=None)
     group.add_argument("--temperature", type=float, default=None)
+
+
+def _add_env_args(parser: argparse.ArgumentParser) -> None:
+    """How `open_env` starts each environment (everything but which one and its URL)."""
+    parser.add_argument("--headed", action="store_true", help="web: show the browser window")
+    parser.add_argument("--viewport", default="1280x720", help="web: WxH (default: %(default)s)")
+    parser.add_argument("--dpr", type=float, default=1.0, metavar="RATIO",
+                        help="web: device pixel ratio, e.g. 2 for a HiDPI screenshot "
+                             "(default: 1)")
+    parser.add_argument("--stability-timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="web: wait at most this long for the page to settle after an "
+                             "action (default: %(default)s)")
+    parser.add_argument("--set-of-marks", action=argparse.BooleanOptionalAction, default=None,
+                        help="web: label interactive elements on the screenshot (default: on "
+                             "when the family's web prompt uses labels, as GLM-4.1V's does)")
+    parser.add_argument("--allowed-domain", action="append", default=None, metavar="DOMAIN",
+                        help="web: only allow these domains (repeatable)")
+    parser.add_argument("--monitor", type=int, default=1,
+                        help="desktop: mss monitor index (1 = primary)")
+    parser.add_argument("--serial", help="android: device serial (see `adb devices`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,20 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("task", help="what the agent should do, in natural language")
     run.add_argument("--env", choices=("web", "desktop", "android"), required=True)
     run.add_argument("--url", help="web: the page to start on")
-    run.add_argument("--headed", action="store_true", help="web: show the browser window")
-    run.add_argument("--viewport", default="1280x720", help="web: WxH (default: %(default)s)")
-    run.add_argument("--dpr", type=float, default=1.0, metavar="RATIO",
-                     help="web: device pixel ratio, e.g. 2 for a HiDPI screenshot (default: 1)")
-    run.add_argument("--stability-timeout", type=float, default=5.0, metavar="SECONDS",
-                     help="web: wait at most this long for the page to settle after an "
-                          "action (default: %(default)s)")
-    run.add_argument("--set-of-marks", action=argparse.BooleanOptionalAction, default=None,
-                     help="web: label interactive elements on the screenshot (default: on "
-                          "when the family's web prompt uses labels, as GLM-4.1V's does)")
-    run.add_argument("--allowed-domain", action="append", default=None, metavar="DOMAIN",
-                     help="web: only allow these domains (repeatable)")
-    run.add_argument("--monitor", type=int, default=1, help="desktop: mss monitor index (1 = primary)")
-    run.add_argument("--serial", help="android: device serial (see `adb devices`)")
+    _add_env_args(run)
     run.add_argument("--report", action="store_true", help="write report.html into the trace")
     _add_model_args(run)
     _add_agent_args(run)
@@ -111,6 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queue", type=int, default=8,
                        help="requests allowed to wait before answering 503 (default: %(default)s)")
     serve.set_defaults(handler=cmd_serve)
+
+    mcp = sub.add_parser(
+        "mcp", help="the agent as MCP tools (stdio, or HTTP with --port)",
+        description="Serve the agent over the Model Context Protocol: run_task, and "
+                    "act/query/assert_that/locate/screenshot on persistent browser or "
+                    "desktop sessions. stdio by default; --port serves streamable HTTP on "
+                    "127.0.0.1 (no authentication, so never beyond loopback).",
+    )
+    mcp.add_argument("--port", type=int, default=None,
+                     help="serve streamable HTTP at http://127.0.0.1:PORT/mcp instead of stdio")
+    _add_env_args(mcp)
+    _add_model_args(mcp)
+    _add_agent_args(mcp, interactive=False)
+    mcp.set_defaults(handler=cmd_mcp)
 
     assistant = sub.add_parser(
         "assistant", help="desktop assistant: take tasks one after another",
@@ -384,6 +413,57 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .backends import make_backend
+    from .mcp_server import HTTP_PATH, LOOPBACK, serve
+    from .sessions import AgentSettings
+
+    # stdout is the protocol in stdio mode: nothing else may be printed there.
+    say = _out if args.port is not None else (lambda text: print(text, file=sys.stderr))
+    if args.port is not None:
+        check_port_free(LOOPBACK, args.port)  # before the weights are loaded
+    if args.max_steps < 1:
+        raise ConfigError(f"--max-steps must be at least 1, got {args.max_steps}")
+    model, agent_kwargs = resolve_model(args)
+    backend = make_backend(model, model_name=agent_kwargs.pop("model_name", None),
+                           **(agent_kwargs.pop("backend_options", None) or {}))
+
+    def open_env_for(kind: str, url: str | None) -> Any:
+        return open_env(argparse.Namespace(**{**vars(args), "env": kind, "url": url}))
+
+    settings = AgentSettings(
+        backend=backend, open_env=open_env_for, family=args.family, max_steps=args.max_steps,
+        dry_run=args.dry_run, allow_sensitive=args.confirm == "allow",
+        trace_root=args.trace_dir, agent_options={
+            **agent_kwargs, **generation_kwargs(args),
+            "allowed_domains": args.allowed_domain,
+        },
+    )
+    where = "stdio" if args.port is None else f"http://{LOOPBACK}:{args.port}{HTTP_PATH}"
+    say(f"glmv-agent MCP server on {where} (sensitive actions: {args.confirm})")
+    try:
+        asyncio.run(serve(settings, port=args.port))
+    finally:
+        backend.close()
+    return EXIT_OK
+
+
+def check_port_free(host: str, port: int) -> None:
+    """ConfigError now, rather than a traceback after loading a model, if `port` is taken."""
+    import socket
+
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be between 1 and 65535, got {port}")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; pass "
+                              "another --port") from exc
+
+
 def cmd_assistant(args: argparse.Namespace) -> int:
     from .assistant import DesktopAssistant
 
@@ -465,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         extra = {"playwright": "web", "mss": "desktop", "pyautogui": "desktop",
                  "torch": "local", "safetensors": "local", "tokenizers": "local",
-                 "av": "video"}.get((exc.name or "").split(".")[0])
+                 "av": "video", "mcp": "mcp"}.get((exc.name or "").split(".")[0])
         hint = f' (pip install "glmv-agent[{extra}]")' if extra else ""
         _out(f"error: missing dependency {exc.name}{hint}")
         return EXIT_USAGE
