@@ -47,8 +47,11 @@ from .trace import quarantine_torn_tail
 
 logger = logging.getLogger("glmv_agent")
 
+# "unparseable": the model's answers never parsed (a model failure, not the environment's
+# or the backend's, which end the run as "error").
 RunStatus = Literal[
-    "success", "answered", "infeasible", "max_steps", "stopped", "loop", "error", "refused"
+    "success", "answered", "infeasible", "max_steps", "stopped", "loop", "error", "refused",
+    "unparseable",
 ]
 ConfirmCallback = Callable[[BaseAction, Step], bool]
 TakeOverCallback = Callable[[str], None]
@@ -406,7 +409,7 @@ class Agent:
         if step is None:
             record.outcome = "parse_error"
             record.detail = f"no usable answer after {record.retries + 1} attempts"
-            self._finish("error", error=f"unparseable model output: {record.error}")
+            self._finish("unparseable", error=f"unparseable model output: {record.error}")
             return
         self._act(step, observation, record, deadline)
         if record.outcome in HISTORY_OUTCOMES | UNEXECUTED_OUTCOMES:

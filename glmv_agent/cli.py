@@ -1,9 +1,9 @@
 """The `glmv-agent` command line: run | serve | mcp | assistant | report | doctor | demo.
 
 Exit codes: 0 the task succeeded (or the command did its job), 1 the task ended without
-success (infeasible, max steps, loop, stopped, refused), 2 bad usage or configuration,
-3 an environment or backend failure (a run that ended with status "error" included),
-130 interrupted by Ctrl+C (the run is stopped and its trace closed first).
+success (infeasible, max steps, loop, stopped, refused, unparseable model answers), 2 bad
+usage or configuration, 3 an environment or backend failure (a run that ended with status
+"error" included), 130 interrupted by Ctrl+C (the run is stopped and its trace closed first).
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def test_parse_failure_ends_without_executing(tmp_path: Path) -> None:
     agent = make_agent(["nope", "nope", "nope", click("plus")], env, tmp_path,
                        max_parse_retries=2)
     result = agent.run("press plus")
-    assert result.status == "error" and "unparseable" in (result.error or "")
+    assert result.status == "unparseable" and "unparseable" in (result.error or "")
     assert result.steps[0].outcome == "parse_error" and len(result.steps[0].attempts) == 3
     assert env.executed == [] and agent.backend.remaining == 1
 
@@ -541,7 +541,7 @@ def test_checkpoint_directory_runs_the_local_engine(tmp_path: Path, tiny_checkpo
                   trace_dir=tmp_path / "t", max_new_tokens=4, temperature=0.0)
     assert isinstance(agent.backend, LocalBackend)
     result = agent.run("press plus")
-    assert result.status == "error" and env.executed == []
+    assert result.status == "unparseable" and env.executed == []
     assert len(result.steps[0].attempts) == 2
     assert all(isinstance(a.response, str) for a in result.steps[0].attempts)
 

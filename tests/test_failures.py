@@ -568,7 +568,7 @@ def test_garbage_forever_is_reasked_a_bounded_number_of_times(page_url: str,
     finally:
         env.close()
     assert clicks == []  # nothing was executed on the real page
-    assert result.status == "error" and "unparseable model output" in result.error
+    assert result.status == "unparseable" and "unparseable model output" in result.error
     assert len(backend.calls) == 3  # one try + max_parse_retries re-asks, then it stops
     (step,) = result.steps
     assert step.outcome == "parse_error" and step.action is None and len(step.attempts) == 3

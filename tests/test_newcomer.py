@@ -3,6 +3,7 @@ exit codes and terminal output, and the small contracts a Python user relies on.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -95,3 +96,111 @@ def test_any_object_with_complete_is_a_backend(tmp_path: Path) -> None:
         with pytest.raises(Exception, match="complete") as caught:
             make_backend(wrong)
         assert type(caught.value).__name__ == "ConfigError"
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+CLI = [sys.executable, "-m", "glmv_agent.cli"]
+PAGE = "<html><body><h1>Local page</h1><button>Go</button></body></html>"
+# An answer the GLM-4.1V web parser rejects, full of terminal control sequences: clear
+# screen, set the window title, ring the bell, carriage return, a C1 CSI, a bidi override.
+HOSTILE = "I will \x1b[2J\x1b]0;pwned\x07 press\r the button \x9b31m now \u202eevil"
+
+
+def cli(*args: str, timeout: float = 300) -> tuple[int, str]:
+    """(exit code, stdout + stderr as written: bytes decoded, no newline translation)."""
+    done = subprocess.run([*CLI, *args], capture_output=True, timeout=timeout, cwd=ROOT)
+    return done.returncode, (done.stdout + done.stderr).decode("utf-8", "replace")
+
+
+def answer_text(content: str) -> str:
+    return (f"<think>The heading is visible.</think>\n<answer>Thought: done.\n"
+            f"Action: ANSWER; <content>{content}</content>\nMemory_Updated: {{}}</answer>")
+
+
+@pytest.fixture(scope="module")
+def unparseable_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, Path]:
+    """`glmv-agent run --show-thinking` where the model never answers in its format."""
+    from glmv_agent.demo import serve_directory
+
+    tmp = tmp_path_factory.mktemp("unparseable")
+    (tmp / "index.html").write_text(PAGE)
+    answers = tmp / "answers.json"
+    answers.write_text(json.dumps([HOSTILE] * 3))
+    with serve_directory(tmp) as url:
+        code, output = cli("run", "press the button", "--env", "web", "--url", url + "index.html",
+                           "--model", str(answers), "--trace-dir", str(tmp / "trace"),
+                           "--show-thinking")
+    return code, output, tmp / "trace"
+
+
+def test_unparseable_answers_mean_the_task_did_not_succeed(
+        unparseable_run: tuple[int, str, Path]) -> None:
+    code, output, trace = unparseable_run
+    # README: 1 = the task did not succeed; 3 is kept for environment / backend failures.
+    assert code == 1, output
+    assert "status: unparseable" in output
+    info = json.loads((trace / "run.json").read_text())
+    assert info["status"] == "unparseable" and "unparseable model output" in info["error"]
+
+
+def test_show_thinking_writes_no_control_characters(unparseable_run: tuple[int, str, Path]) -> None:
+    import unicodedata
+
+    code, output, _ = unparseable_run
+    streamed = [line for line in output.split("\n") if line.startswith("        | ")]
+    assert len(streamed) == 3, output  # each of the three attempts was streamed
+    raw = sorted({repr(c) for c in output
+                  if (unicodedata.category(c) == "Cc" and c not in "\n\t") or c == "\u202e"})
+    assert raw == [], output
+    # What was there is still shown, escaped, so the user sees what the model wrote.
+    assert "\\x1b[2J" in streamed[0] and "\\r" in streamed[0] and "\\u202e" in streamed[0]
+
+
+def test_run_starts_on_a_local_file(tmp_path: Path) -> None:
+    page = tmp_path / "local page.html"
+    page.write_text(PAGE)
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps([answer_text("Local page")]))
+    code, output = cli("run", "What is the heading?", "--env", "web", "--url", page.as_uri(),
+                       "--model", str(answers), "--trace-dir", str(tmp_path / "trace"))
+    assert code == 0, output
+    assert "status: answered" in output and "answer: Local page" in output
+    step = json.loads((tmp_path / "trace" / "steps.jsonl").read_text().splitlines()[0])
+    assert step["observation"]["url"] == page.as_uri()
+
+
+def test_run_with_a_missing_local_file_is_a_usage_error(tmp_path: Path) -> None:
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps([answer_text("x")]))
+    missing = (tmp_path / "nope.html").as_uri()
+    code, output = cli("run", "t", "--env", "web", "--url", missing, "--model", str(answers),
+                       "--trace-dir", str(tmp_path / "trace"))
+    assert code == 2, output
+    assert "no such file" in output and "nope.html" in output
+
+
+@pytest.mark.parametrize("option", ["-v", "-vv", "--verbose"])
+def test_verbose_works_before_and_after_every_command(option: str) -> None:
+    from glmv_agent.cli import build_parser, verbosity
+
+    minimal = {"run": ["t", "--env", "web"], "serve": ["--model", "m"], "report": ["trace"],
+               "assistant": [], "doctor": [], "demo": [], "mcp": []}
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    expected = 2 if option == "-vv" else 1
+    for name, subparser in commands.choices.items():
+        assert "-v, --verbose" in subparser.format_help(), name
+        args = minimal.get(name, [])
+        assert verbosity(parser.parse_args([name, *args, option])) == expected, name
+        assert verbosity(parser.parse_args([option, name, *args])) == expected, name
+        assert verbosity(parser.parse_args([option, name, *args, option])) == 2 * expected, name
+
+
+def test_dtype_help_says_what_the_engine_loads() -> None:
+    for command in ("run", "serve", "assistant", "demo"):
+        code, output = cli(command, "--help")
+        assert code == 0, output
+        text = " ".join(output.split())  # argparse wraps help lines
+        assert "float32 (CPU default)" not in text
+        assert "bfloat16 (the default" in text, (command, text)
