@@ -729,7 +729,9 @@ class Agent:
         from . import __version__
 
         return RunInfo(
-            task=task, model=f"{self.backend.name}:{getattr(self.backend, 'model', '')}",
+            task=task, model=":".join(part for part in (
+                getattr(self.backend, "name", type(self.backend).__name__),
+                getattr(self.backend, "model", "")) if part),
             family=self.family, platform=self.platform, version=__version__,
             options={"max_steps": self.max_steps, "max_actions": self.max_actions,
                      "stop_on_denial": self.stop_on_denial, "dry_run": self.dry_run,

@@ -1,28 +1,47 @@
 """Self-contained HTML report of one run, rendered from its trace directory.
 
 Everything (screenshots included, as data URLs) is inlined into one file, so the report
-opens offline in any browser and can be mailed or attached to an issue. Each step shows
-its screenshot with the action drawn over it (an SVG layer in screenshot pixels: click
-point, box, drag/swipe path, scroll arrow, typed text), the thinking, the raw answer, the
-parse attempts, the outcome and the timings.
+opens offline in any browser and can be mailed or attached to an issue. On top, a timeline
+of the run: one bar per step, split into its phases (observe, model, execute, settle...).
+Each step shows its screenshot with the action drawn over it (an SVG layer in screenshot
+pixels: click point, box, drag/swipe path, scroll arrow, typed text), a zoomed crop around
+the target when the screenshot is too large to read at page width, the element the model
+named, the thinking, the raw answer, the parse attempts, the outcome and the timings.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import io
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
-from .trace import RunInfo, StepRecord, TraceReader
+from .trace import STEPS_FILE, RunInfo, StepRecord, TraceReader
 
 _STATUS_CLASS = {
     "success": "good", "answered": "good", "executed": "good", "terminal": "good",
     "dry_run": "info", "take_over": "info", "running": "info", "loop_nudge": "warn",
     "max_steps": "warn", "stopped": "warn", "loop": "warn", "denied": "warn",
 }
+
+# Timeline phases in the order they happen within a step: (timings key, label, colour).
+# "model_ttft" is the part of "model" before the first token (prefill, queueing); the
+# rest of "model" is drawn as decoding. Time not covered by a phase is "other".
+_PHASES = (
+    ("observe", "observe", "#8e9aaf"), ("prompt", "prompt", "#b9a7d9"),
+    ("model_ttft", "model: first token", "#1f3a93"), ("model", "model: decode", "#4a7fe0"),
+    ("parse", "parse", "#d7a6e8"), ("policy", "policy", "#e0c3a0"),
+    ("execute", "action", "#2f9e44"), ("settle", "settle", "#f2b531"),
+    ("record", "record", "#868e96"), ("other", "other", "#dee2e6"),
+)
+# Screenshots wider than this (full screens) also get a zoomed crop around the target:
+# at the page's ~750 px they are shrunk too much to read a small button.
+ZOOM_MIN_WIDTH = 1000
+ZOOM_CROP = (360, 220)  # screenshot pixels around the target, drawn at 2x
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;background:#f4f5f7;color:#1d2129}
@@ -35,8 +54,8 @@ main{max-width:1280px;margin:0 auto;padding:20px}
 .badge.warn{background:#fdeccb;color:#8a5300}.badge.info{background:#dbe9fb;color:#124f9c}
 section.step{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);margin:0 0 20px;padding:16px;display:grid;grid-template-columns:minmax(0,3fr) minmax(0,2fr);gap:16px}
 section.step h2{grid-column:1/-1;margin:0;font-size:16px}
-.shot{position:relative;align-self:start}
-.shot img{width:100%;display:block;border:1px solid #ddd}
+.shot{position:relative;border:1px solid #ddd}.shotcol{align-self:start;min-width:0}
+.shot img{width:100%;display:block}
 .shot svg{position:absolute;inset:0;width:100%;height:100%;pointer-events:none}
 pre{white-space:pre-wrap;word-break:break-word;background:#f7f8fa;padding:8px;border-radius:4px;margin:4px 0;font-size:12.5px}
 details summary{cursor:pointer;font-weight:600;margin-top:6px}
@@ -45,6 +64,17 @@ table.timings td{padding:1px 10px 1px 0}
 .answer{background:#fff;border-left:4px solid #0b6b2f;padding:10px 14px;margin-bottom:20px}
 .noshot{color:#86909c;font-style:italic}
 .note{background:#fff7e6;border-left:4px solid #d46b08;padding:8px 14px;margin-bottom:12px}
+.timeline{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);padding:12px 16px;margin-bottom:20px}
+.timeline h2{font-size:15px;margin:0 0 8px}
+.tl-row{display:flex;align-items:center;gap:8px;margin:2px 0;font-size:12px;color:inherit;text-decoration:none}
+.tl-row .tl-name{width:56px;flex:none}.tl-row .tl-total{width:64px;flex:none;text-align:right;color:#4e5969}
+.tl-bar{flex:1;display:flex;height:14px;background:#f4f5f7;border-radius:3px;overflow:hidden}
+.tl-bar span{display:block;height:100%}
+.tl-legend{font-size:12px;color:#4e5969;margin-top:6px}
+.tl-legend i{display:inline-block;width:10px;height:10px;margin:0 4px 0 10px;border-radius:2px;vertical-align:-1px}
+.tl-sum{font-size:12.5px;color:#4e5969;margin-bottom:6px}
+.zoom{margin-top:8px}.zoom img{display:block;max-width:100%;border:1px solid #ddd}
+.zoom .cap{font-size:12px;color:#4e5969}
 """
 
 
@@ -61,6 +91,9 @@ def render_report(trace_dir: str | Path, output: str | Path | None = None) -> Pa
                if r.screenshot and not (reader.dir / r.screenshot).is_file()]
     if missing:
         notes.append(f"screenshot files are missing for step(s) {missing}.")
+    for side in sorted(reader.dir.glob(f"{STEPS_FILE}.torn-*")):
+        notes.append(f"{side.name} holds the incomplete record of a step cut off when the run "
+                     f"was killed ({side.stat().st_size} bytes); the run was resumed after it.")
     page = render_html(info, records, reader.dir, notes)
     target = Path(output) if output is not None else reader.dir / "report.html"
     target.write_text(page, encoding="utf-8")
@@ -83,7 +116,7 @@ def render_html(info: RunInfo, records: list[StepRecord], trace_dir: Path,
             f"status {_badge(info.status)}",
             f"{len(records)} steps",
             f"{duration:.1f} s",
-            f"model {_e(info.model)}" if info.model else "",
+            f"model {_e(model_label(info.model))}" if model_label(info.model) else "",
             f"{_e(info.family)} / {_e(info.platform)}" if info.family else "",
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.started_at)),
             f"glmv-agent {_e(info.version)}" if info.version else "",
@@ -93,8 +126,83 @@ def render_html(info: RunInfo, records: list[StepRecord], trace_dir: Path,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>glmv-agent: {_e(info.task[:80])}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{_e(info.task)}</h1><div class=\"meta\">{meta}</div></header>"
-        f"<main>{answer}{steps or '<p>No steps were recorded.</p>'}</main></body></html>\n"
+        f"<main>{answer}{render_timeline(records)}"
+        f"{steps or '<p>No steps were recorded.</p>'}</main></body></html>\n"
     )
+
+
+def model_label(model: str) -> str:
+    """The model as recorded (`backend:name`), without a dangling ':' when the backend has
+    no model name (replay, local); recorded answers are said to be so."""
+    backend, _, name = model.partition(":")
+    if backend == "replay" and not name:
+        return "replay (recorded answers)"
+    return f"{backend}:{name}" if name else backend
+
+
+def render_timeline(records: list[StepRecord]) -> str:
+    """One bar per step, split into its timed phases, all on one time scale."""
+    timed = [r for r in records if r.timings.get("total")]
+    if not timed:
+        return ""
+    longest = max(r.timings["total"] for r in timed)
+    used: set[str] = set()
+    rows: list[str] = []
+    for record in timed:
+        segments = []
+        for key, label, color, seconds in _phase_spans(record.timings):
+            used.add(key)
+            segments.append(
+                f'<span class="ph-{key}" style="width:{100 * seconds / longest:.2f}%;'
+                f'background:{color}" title="{_e(label)} {seconds:.3f} s"></span>'
+            )
+        rows.append(
+            f'<a class="tl-row" href="#step-{record.index}"><span class="tl-name">Step '
+            f'{record.index}</span><span class="tl-bar">{"".join(segments)}</span>'
+            f'<span class="tl-total">{record.timings["total"]:.2f} s</span></a>'
+        )
+    sums = {key: sum(r.timings.get(key, 0.0) for r in timed) for key in ("total", "model",
+                                                                          "execute")}
+    summary = (f"{len(timed)} steps, {sums['total']:.1f} s: model {sums['model']:.1f} s, "
+               f"actions {sums['execute']:.1f} s, everything else "
+               f"{sums['total'] - sums['model'] - sums['execute']:.1f} s")
+    legend = "".join(f'<i style="background:{color}"></i>{_e(label)}'
+                     for key, label, color in _PHASES if key in used)
+    return (f'<section class="timeline"><h2>Timeline</h2><div class="tl-sum">{summary}</div>'
+            f'{"".join(rows)}<div class="tl-legend">{legend}</div></section>')
+
+
+def _phase_spans(timings: dict[str, float]) -> list[tuple[str, str, str, float]]:
+    """(key, label, colour, seconds) of each phase of one step, in order; "model" is the
+    part after the first token when that is known, "other" what no phase covers."""
+    spans = []
+    covered = 0.0
+    for key, label, color in _PHASES:
+        if key == "other":
+            seconds = timings.get("total", 0.0) - covered
+        elif key == "model":
+            seconds = timings.get("model", 0.0) - timings.get("model_ttft", 0.0)
+            if "model_ttft" not in timings:
+                label = "model"
+        else:
+            seconds = timings.get(key, 0.0)
+        if seconds > 0.0005:
+            spans.append((key, label, color, seconds))
+            covered += seconds
+    return spans
+
+
+def _element_info(record: StepRecord, action: dict[str, Any]) -> str:
+    """What the model said it points at: its element_info, or the labelled web element."""
+    parts = []
+    if action.get("reason"):
+        parts.append(str(action["reason"]))
+    listed = dict(re.findall(r"\[(\d+)\]: ([^\t]*?);?(?=\t|$)", record.observation_text or ""))
+    for key in ("target", "start", "end"):
+        element = (action.get(key) or {}).get("element")
+        if element is not None:
+            parts.append(f"[{element}] {listed.get(str(element), '(not on the page)')}".strip())
+    return "; ".join(parts)
 
 
 def _render_step(record: StepRecord, trace_dir: Path) -> str:
@@ -104,8 +212,11 @@ def _render_step(record: StepRecord, trace_dir: Path) -> str:
     shot = _screenshot_html(record, trace_dir, action, size)
     parts = [
         f"<div><b>Action:</b> {_e(describe_action(action)) if action else '—'}</div>",
-        f"<div><b>Outcome:</b> {_badge(record.outcome)} {_e(record.detail)}</div>",
     ]
+    element = _element_info(record, action)
+    if element:
+        parts.append(f'<div class="element"><b>Element:</b> {_e(element)}</div>')
+    parts.append(f"<div><b>Outcome:</b> {_badge(record.outcome)} {_e(record.detail)}</div>")
     if record.observation.get("url"):
         parts.append(f"<div><b>URL:</b> {_e(record.observation['url'])}</div>")
     if record.observation.get("app"):
@@ -151,11 +262,42 @@ def _screenshot_html(record: StepRecord, trace_dir: Path, action: dict[str, Any]
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     width, height = size if size and size[0] else _png_size(path)
     overlay = action_overlay(_with_landed_points(action, record, width, height), width, height)
-    return (
-        f'<div class="shot"><img alt="step {record.index} screenshot" '
+    zoom = _zoom_html(record, path, width) if width >= ZOOM_MIN_WIDTH else ""
+    return (  # the zoom sits below the .shot box, which the SVG layer covers exactly
+        f'<div class="shotcol"><div class="shot"><img alt="step {record.index} screenshot" '
         f'src="data:image/png;base64,{data}">'
-        f'<svg viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{overlay}</svg></div>'
+        f'<svg viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{overlay}</svg>'
+        f'</div>{zoom}</div>'
     )
+
+
+def _zoom_html(record: StepRecord, path: Path, width: int) -> str:
+    """The region around the action's first target, at twice its size, marker drawn in."""
+    if not record.pixel_points:
+        return ""
+    from PIL import Image, ImageDraw
+
+    px, py = record.pixel_points[0]
+    with Image.open(path) as img:
+        shot = img.convert("RGB")
+    scale = shot.width / width if width else 1.0  # the file may differ from the logical size
+    cx, cy = px * scale, py * scale
+    cw, ch = min(ZOOM_CROP[0], shot.width), min(ZOOM_CROP[1], shot.height)
+    left = int(min(max(cx - cw / 2, 0), shot.width - cw))
+    top = int(min(max(cy - ch / 2, 0), shot.height - ch))
+    crop = shot.crop((left, top, left + cw, top + ch)).resize((cw * 2, ch * 2),
+                                                               Image.Resampling.LANCZOS)
+    draw = ImageDraw.Draw(crop)
+    x, y = (cx - left) * 2, (cy - top) * 2
+    for radius, fill in ((16, None), (3, "#e8362d")):
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], outline="#e8362d",
+                     width=3, fill=fill)
+    buffer = io.BytesIO()
+    crop.save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return (f'<div class="zoom"><img alt="step {record.index} target, zoomed" '
+            f'src="data:image/png;base64,{data}"><div class="cap">around ({px}, {py}), '
+            f'{cw}x{ch} px shown at 2x</div></div>')
 
 
 def _with_landed_points(action: dict[str, Any], record: StepRecord, width: int,

@@ -79,8 +79,13 @@ def test_report_shows_every_step_and_image(demo_run: tuple[subprocess.CompletedP
         steps = page.locator("section.step")
         assert steps.count() == 3
         # Every screenshot is inlined and actually decodes in the browser.
-        widths = page.eval_on_selector_all("section.step img", "els => els.map(e => e.naturalWidth)")
+        widths = page.eval_on_selector_all("section.step .shot img",
+                                           "els => els.map(e => e.naturalWidth)")
         assert widths == [1280, 1280, 1280]
+        # Shrunk to the page's width, each acted-on target also gets a 2x zoomed crop.
+        zooms = page.eval_on_selector_all("section.step .zoom img",
+                                          "els => els.map(e => e.naturalWidth)")
+        assert zooms == [720, 720]
         assert page.locator("section.step svg circle.point").count() == 2  # type + click markers
         assert "$9.99" in page.locator(".answer").inner_text()
         assert "Dune" in page.locator("#step-1").inner_text()
