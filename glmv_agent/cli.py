@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import sys
 import webbrowser
 from pathlib import Path
@@ -21,11 +23,33 @@ from .errors import BackendError, ConfigError, EnvError, GlmvAgentError, InputEr
 EXIT_OK, EXIT_UNFINISHED, EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 FAMILIES = ("glm-4.1v", "glm-4.5v", "glm-4.6v", "autoglm-phone")
+DTYPE_HELP = ("local engine dtype: bfloat16 (the default, on CPU and GPU alike: the "
+              "checkpoints' own dtype), float16, or float32 (twice the memory)")
+
+
+# What a terminal would act on instead of showing: C0 controls except newline and tab, DEL,
+# C1 controls, and the bidi embeddings/overrides/isolates that reorder the text after them.
+_TERMINAL_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with everything that would drive the terminal (escape sequences, carriage
+    returns, bells, bidi overrides) written as escapes such as `\\x1b`: model and page
+    text reaches the screen as text. Newlines and tabs are kept."""
+    # ascii() writes Python's escape for the character: \r, \x1b, \u202e ...
+    return _TERMINAL_UNSAFE.sub(lambda m: ascii(m.group())[1:-1], text.replace("\r\n", "\n"))
 
 
 def _out(text: str = "") -> None:
     """The CLI's user-facing output (the library itself only logs)."""
-    print(text, flush=True)
+    print(terminal_safe(text), flush=True)
+
+
+class _TerminalSafeFormatter(logging.Formatter):
+    """Log lines quote model and page text too; they reach the terminal escaped as well."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal_safe(super().format(record))
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -43,8 +67,7 @@ def _add_model_args(parser: argparse.ArgumentParser, *, required: bool = False) 
     group.add_argument("--api-key", metavar="KEY",
                        help="API key for --base-url (default: $GLMV_API_KEY or $OPENAI_API_KEY)")
     group.add_argument("--device", default="auto", help="local engine device: auto, cpu, cuda")
-    group.add_argument("--dtype", default=None,
-                       help="local engine dtype: bfloat16 (GPU default), float32 (CPU default)")
+    group.add_argument("--dtype", default=None, help=DTYPE_HELP)
 
 
 def _add_agent_args(parser: argparse.ArgumentParser, *, interactive: bool = True) -> None:
@@ -122,9 +145,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-name", default=None,
                        help="name clients use (default: the checkpoint folder name)")
     serve.add_argument("--device", default="auto")
-    serve.add_argument("--dtype", default=None)
+    serve.add_argument("--dtype", default=None, help=DTYPE_HELP)
     serve.add_argument("--max-queue", type=int, default=8,
-                       help="requests allowed to wait before answering 503 (default: %(default)s)")
+                       help="requests admitted at once (waiting or generating) before answering "
+                            "503 (default: %(default)s)")
+    serve.add_argument("--max-batch", type=int, default=4,
+                       help="waiting requests with the same settings decoded together (default: %(default)s)")
+    serve.add_argument("--api-key", default=os.environ.get("GLMV_SERVE_API_KEY"),
+                       help="require 'Authorization: Bearer KEY' on /v1/* (default: $GLMV_SERVE_API_KEY; "
+                            "unset = no key)")
+    serve.add_argument("--allow-remote-images", action="store_true",
+                       help="fetch http(s) image URLs (public hosts only, size/time capped); "
+                            "off by default: only data: URLs")
+    serve.add_argument("--default-max-tokens", type=int, default=2048,
+                       help="max_tokens of requests that send none (default: %(default)s)")
+    serve.add_argument("--max-model-len", type=int, default=None,
+                       help="prompt + max_tokens limit (default: the checkpoint's context length)")
+    serve.add_argument("--max-body-mb", type=int, default=32, help="request body limit (default: %(default)s)")
+    serve.add_argument("--max-request-pixels", type=int, default=40_000_000,
+                       help="decoded pixels of all images of one request (default: %(default)s)")
     serve.set_defaults(handler=cmd_serve)
 
     mcp = sub.add_parser(
@@ -156,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     assistant.add_argument("--no-hotkeys", action="store_true",
                            help="don't grab the global hotkeys Ctrl+Alt+P (pause/resume) and "
                                 "Ctrl+Alt+S (stop)")
+    assistant.add_argument("--terminal", action="store_true",
+                           help="take tasks at a terminal prompt instead of the always-on-top "
+                                "window (the default when a display is available)")
+    assistant.add_argument("--geometry", default=None, metavar="WxH+X+Y",
+                           help="where the window goes (default: the bottom-right corner)")
     _add_model_args(assistant)
     _add_agent_args(assistant)
     assistant.set_defaults(handler=cmd_assistant)
@@ -183,7 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(demo)
     demo.add_argument("--family", default="glm-4.1v", choices=FAMILIES)
     demo.set_defaults(handler=cmd_demo)
+
+    # -v also works after the command (`glmv-agent serve -v`); see `verbosity`.
+    for command in sub.choices.values():
+        command.add_argument("-v", "--verbose", action="count", default=0,
+                             dest="command_verbose", help="more logging (-vv for debug)")
     return parser
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """How many -v were given, before the command and after it together."""
+    return args.verbose + getattr(args, "command_verbose", 0)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -271,7 +325,10 @@ class StreamPrinter:
         self.at_line_start = True
 
     def __call__(self, delta: str) -> None:
-        for piece in delta.splitlines(keepends=True):
+        # Lines end at "\n" only (str.splitlines would also cut at \r, \x0b, \x1c ...).
+        for piece in re.split(r"(?<=\n)", terminal_safe(delta)):
+            if not piece:
+                continue
             if self.at_line_start:
                 sys.stdout.write("        | ")
             sys.stdout.write(piece.rstrip("\n"))
@@ -393,23 +450,35 @@ def _set_of_marks(args: argparse.Namespace) -> bool:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .glm4v.engine import load
-    from .server import make_server
+    from .server import ServerConfig, bind_socket, checkpoint_context_length, create_app, uvicorn_server
 
     path = Path(args.model)
-    _out(f"loading {path} ...")
-    engine = load(path, device=args.device, dtype=args.dtype)
-    name = args.model_name or path.resolve().name
-    server = make_server(engine, host=args.host, port=args.port, model_name=name,
-                         max_queue=args.max_queue)
-    host, port = server.server_address[:2]
-    _out(f"serving {name!r} at http://{host!s}:{port}/v1 (Ctrl+C to stop)")
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"--model {path}: no config.json; expected a checkpoint directory")
+    config = ServerConfig(
+        model_name=args.model_name or path.resolve().name, api_key=args.api_key,
+        max_queue=args.max_queue, max_batch=args.max_batch, default_max_tokens=args.default_max_tokens,
+        context_length=args.max_model_len or checkpoint_context_length(path),
+        max_body_bytes=args.max_body_mb * 2**20, max_request_pixels=args.max_request_pixels,
+        allow_remote_images=args.allow_remote_images,
+    )
+    config.validate()  # options and the port are checked before minutes of loading weights
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be between 1 and 65535, got {args.port}")
+    sock = bind_socket(args.host, args.port)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        _out("stopping")
+        from .glm4v.engine import load
+
+        _out(f"loading {path} ...")
+        engine = load(path, device=args.device, dtype=args.dtype)
+        server = uvicorn_server(create_app(engine, config), config,
+                                log_level="info" if args.verbose else "warning")
+        port = sock.getsockname()[1]
+        key = "API key required" if config.api_key else "no API key"
+        _out(f"serving {config.model_name!r} at http://{args.host}:{port}/v1 ({key}; Ctrl+C to stop)")
+        server.run(sockets=[sock])
     finally:
-        server.server_close()
+        sock.close()
     return EXIT_OK
 
 
@@ -468,13 +537,20 @@ def cmd_assistant(args: argparse.Namespace) -> int:
     from .assistant import DesktopAssistant
 
     model, agent_kwargs = resolve_model(args)
-    assistant = DesktopAssistant(
-        model, monitor=args.monitor, family=args.family, max_steps=args.max_steps,
+    options: dict[str, Any] = dict(
+        monitor=args.monitor, family=args.family, max_steps=args.max_steps,
         confirm=args.confirm, show_marker=not args.no_marker,
         announce_delay=args.announce_delay, dry_run=args.dry_run, trace_root=args.trace_dir,
-        agent_kwargs={**agent_kwargs, **generation_kwargs(args)}, output=_out,
-        on_take_over=take_over_prompt, hotkeys=not args.no_hotkeys,
+        agent_kwargs={**agent_kwargs, **generation_kwargs(args)},
     )
+    if not args.terminal and os.environ.get("DISPLAY"):
+        from .assistant_window import open_window
+
+        window = open_window(model, geometry=args.geometry, hotkeys=not args.no_hotkeys,
+                             **options)
+        return window.run()
+    # The terminal prompt answers confirmations and take-over requests itself.
+    assistant = DesktopAssistant(model, output=_out, hotkeys=not args.no_hotkeys, **options)
     return assistant.repl()
 
 
@@ -526,8 +602,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.verbose, args.command_verbose = verbosity(args), 0  # handlers read one total
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_TerminalSafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     try:
         return args.handler(args)
     except KeyboardInterrupt:
@@ -545,7 +624,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         extra = {"playwright": "web", "mss": "desktop", "pyautogui": "desktop",
                  "torch": "local", "safetensors": "local", "tokenizers": "local",
-                 "av": "video", "mcp": "mcp"}.get((exc.name or "").split(".")[0])
+                 "av": "video", "mcp": "mcp", "fastapi": "server",
+                 "uvicorn": "server"}.get((exc.name or "").split(".")[0])
         hint = f' (pip install "glmv-agent[{extra}]")' if extra else ""
         _out(f"error: missing dependency {exc.name}{hint}")
         return EXIT_USAGE

@@ -1,18 +1,25 @@
-"""The OpenAI-compatible server, exercised with the official `openai` client.
+"""The OpenAI-compatible server, over real uvicorn on 127.0.0.1, with the official `openai` client.
 
-The server runs on 127.0.0.1 over the real in-process engine loaded from a tiny random
-checkpoint (real safetensors, real tokenizer, real chat template); its answers are
-compared with the engine called directly, so the HTTP layer must not change them.
+The engine is the real in-process one on a tiny random checkpoint (real safetensors, real
+tokenizer, a chat template that honours enable_thinking like GLM-4.5V's); answers are
+compared with the engine called directly, so the HTTP layer, batching included, must not
+change them. Concurrency is arranged with a "blocker" (a streamed request that would run
+for minutes) that holds the engine while other requests queue, then disconnects.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import json
+import shutil
+import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -21,55 +28,155 @@ from PIL import Image
 
 from glmv_agent.backends.openai import OpenAIBackend
 from glmv_agent.glm4v.engine import Glm4vEngine, load
-from glmv_agent.server import GlmvHTTPServer, make_server
+from glmv_agent.server import ImagePolicy, ServerConfig, bind_socket, create_app, uvicorn_server
+from glmv_agent.server.protocol import RequestError, json_object_text
+from glmv_agent.server.scheduler import BatchScheduler
 
 MODEL = "tiny-glm4v"
+THINKING_OFF = "{%- if enable_thinking is defined and not enable_thinking -%}<think></think>{%- endif -%}\n"
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_checkpoint: Path) -> Glm4vEngine:
-    return load(tiny_checkpoint, device="cpu", dtype="float32")
+# ----------------------------------------------------------------------------- harness
 
 
-@pytest.fixture(scope="module")
-def server(engine: Glm4vEngine) -> Iterator[GlmvHTTPServer]:
-    srv = make_server(engine, host="127.0.0.1", port=0, model_name=MODEL, max_queue=4)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+@dataclass
+class Served:
+    url: str  # http://127.0.0.1:PORT
+    scheduler: BatchScheduler
+    config: ServerConfig
+
+    @property
+    def v1(self) -> str:
+        return self.url + "/v1"
+
+
+@contextmanager
+def running_server(engine: Any, config: ServerConfig, policy: ImagePolicy | None = None) -> Iterator[Served]:
+    """create_app under real uvicorn in a thread, on a free 127.0.0.1 port."""
+    sock = bind_socket("127.0.0.1", 0)
+    app = create_app(engine, config, policy)
+    server = uvicorn_server(app, config, log_level="warning")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    wait_until(lambda: server.started, "uvicorn did not start")
+    try:
+        yield Served(f"http://127.0.0.1:{sock.getsockname()[1]}", app.state.scheduler, config)
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        sock.close()
 
 
-@pytest.fixture(scope="module")
-def base_url(server: GlmvHTTPServer) -> str:
-    return f"http://127.0.0.1:{server.server_address[1]}/v1"
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(what)
+        time.sleep(0.02)
 
 
-@pytest.fixture(scope="module")
-def client(base_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=120)
+@contextmanager
+def blocker(served: Served) -> Iterator[None]:
+    """A streamed request that holds the engine (it would run for minutes) until the block
+    exits; then its client disconnects, which must stop it."""
+    stop = threading.Event()
+    before = len(served.scheduler.batch_sizes)
+
+    def run() -> None:
+        body = {"messages": [{"role": "user", "content": "block"}], "max_tokens": 20000,
+                "temperature": 0, "stream": True}
+        with httpx.stream("POST", served.v1 + "/chat/completions", json=body, timeout=120) as response:
+            for _ in response.iter_lines():
+                if stop.is_set():
+                    break
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_until(lambda: served.scheduler.running == 1 and len(served.scheduler.batch_sizes) > before,
+               "the blocker did not start")
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(60)
 
 
-def _png_data_url(size: tuple[int, int] = (64, 48), color: str = "red") -> str:
+def post_in_threads(url: str, bodies: list[dict[str, Any]]) -> tuple[list[threading.Thread], list[Any]]:
+    """POST each body from its own thread; results[i] is the Response (or the exception)."""
+    results: list[Any] = [None] * len(bodies)
+
+    def post(i: int) -> None:
+        try:
+            results[i] = httpx.post(url + "/chat/completions", json=bodies[i], timeout=300)
+        except Exception as exc:  # asserted by the caller
+            results[i] = exc
+
+    threads = [threading.Thread(target=post, args=(i,), daemon=True) for i in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
+def png_data_url(size: tuple[int, int] = (64, 48), color: str = "red") -> str:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def test_health_and_models(client: openai.OpenAI, base_url: str) -> None:
-    health = httpx.get(base_url.replace("/v1", "/health")).json()
+def user(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Glm4vEngine:
+    """The tiny checkpoint with a template that renders `<think></think>` when thinking is off."""
+    copy = tmp_path_factory.mktemp("tiny_thinking")
+    for item in tiny_checkpoint.iterdir():
+        (copy / item.name).symlink_to(item)
+    (copy / "chat_template.jinja").unlink()
+    template = (tiny_checkpoint / "chat_template.jinja").read_text() + THINKING_OFF
+    (copy / "chat_template.jinja").write_text(template)
+    return load(copy, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def served(engine: Glm4vEngine) -> Iterator[Served]:
+    config = ServerConfig(model_name=MODEL, max_queue=8, max_batch=4, default_max_tokens=5)
+    with running_server(engine, config) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(served: Served) -> openai.OpenAI:
+    return openai.OpenAI(base_url=served.v1, api_key="unused", max_retries=0, timeout=120)
+
+
+def solo(engine: Glm4vEngine, messages: list[dict[str, Any]], **options: Any) -> Any:
+    """What the engine answers alone, with the server's defaults (special tokens skipped)."""
+    options.setdefault("keep_special_tokens", False)
+    return engine.generate(messages, temperature=0, **options)
+
+
+# ----------------------------------------------------------------------------- basic routes
+
+
+def test_health_models_and_model_by_id(client: openai.OpenAI, served: Served) -> None:
+    health = httpx.get(served.url + "/health").json()
     assert health["status"] == "ok" and health["model"] == MODEL
     assert [m.id for m in client.models.list().data] == [MODEL]
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError) as info:
+        client.models.retrieve("gpt-9")
+    assert "does not exist" in info.value.response.json()["error"]["message"]
 
 
 def test_completion_matches_engine(client: openai.OpenAI, engine: Glm4vEngine) -> None:
-    reply = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Hello there"}], max_tokens=12,
-        temperature=0, extra_body={"skip_special_tokens": False},
-    )
-    direct = engine.generate([{"role": "user", "content": "Hello there"}], max_new_tokens=12,
-                             temperature=0)
+    reply = client.chat.completions.create(model=MODEL, messages=user("Hello there"), max_tokens=8,
+                                           temperature=0, extra_body={"skip_special_tokens": False})
+    direct = solo(engine, user("Hello there"), max_new_tokens=8, keep_special_tokens=True)
     choice = reply.choices[0]
     assert choice.message.content == direct.text
     assert choice.finish_reason == ("length" if direct.finish_reason == "length" else "stop")
@@ -77,32 +184,22 @@ def test_completion_matches_engine(client: openai.OpenAI, engine: Glm4vEngine) -
     assert reply.usage.prompt_tokens == direct.prompt_tokens > 0
 
 
-def test_image_input_changes_prompt(client: openai.OpenAI, engine: Glm4vEngine) -> None:
-    messages = [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": _png_data_url()}},
-        {"type": "text", "text": "What is this?"},
-    ]}]
-    reply = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=8,
-                                           temperature=0)
-    text_only = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "What is this?"}], max_tokens=8,
-        temperature=0)
-    # The image adds its placeholder tokens to the prompt the engine saw.
-    assert reply.usage.prompt_tokens > text_only.usage.prompt_tokens
-    direct = engine.generate([{"role": "user", "content": [
+def test_image_input_matches_engine(client: openai.OpenAI, engine: Glm4vEngine) -> None:
+    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": png_data_url()}},
+                                             {"type": "text", "text": "What is this?"}]}]
+    reply = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=6, temperature=0)
+    direct = solo(engine, [{"role": "user", "content": [
         {"type": "image", "image": Image.new("RGB", (64, 48), "red")},
-        {"type": "text", "text": "What is this?"},
-    ]}], max_new_tokens=8, temperature=0, keep_special_tokens=False)
+        {"type": "text", "text": "What is this?"}]}], max_new_tokens=6)
     assert reply.choices[0].message.content == direct.text
+    assert reply.usage.prompt_tokens == direct.prompt_tokens
 
 
 def test_streaming_joins_to_full_text(client: openai.OpenAI) -> None:
-    messages = [{"role": "user", "content": "Count with me"}]
-    full = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=16,
+    full = client.chat.completions.create(model=MODEL, messages=user("Count with me"), max_tokens=8,
                                           temperature=0).choices[0].message.content
-    stream = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=16,
-                                            temperature=0, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(model=MODEL, messages=user("Count with me"), max_tokens=8,
+                                            temperature=0, stream=True, stream_options={"include_usage": True})
     pieces, finishes, usage = [], [], None
     for chunk in stream:
         if chunk.usage is not None:
@@ -113,117 +210,236 @@ def test_streaming_joins_to_full_text(client: openai.OpenAI) -> None:
                 finishes.append(choice.finish_reason)
     assert "".join(pieces) == full
     assert len(finishes) == 1
-    assert usage is not None and usage.completion_tokens > 0
+    assert usage is not None and usage.completion_tokens == 8
 
 
-def test_our_openai_backend_talks_to_our_server(base_url: str, engine: Glm4vEngine) -> None:
-    backend = OpenAIBackend(base_url, MODEL, max_retries=0)
-    image = Image.new("RGB", (40, 40), "blue")
-    messages = [{"role": "user", "content": [{"type": "image", "image": image},
+def test_our_openai_backend_talks_to_our_server(served: Served, engine: Glm4vEngine) -> None:
+    backend = OpenAIBackend(served.v1, MODEL, max_retries=0)
+    messages = [{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", (40, 40), "blue")},
                                              {"type": "text", "text": "Describe"}]}]
-    text = backend.complete(messages, max_new_tokens=10, temperature=0)
     # The backend asks for skip_special_tokens=false, so the text equals the engine's own.
-    assert text == engine.chat(messages, max_new_tokens=10, temperature=0)
+    assert backend.complete(messages, max_new_tokens=6, temperature=0) == engine.chat(
+        messages, max_new_tokens=6, temperature=0)
 
 
-@pytest.mark.parametrize(
-    ("body", "status", "fragment"),
-    [
-        ({"model": MODEL, "messages": []}, 400, "non-empty list"),
-        ({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}, 404, "does not exist"),
-        ({"model": MODEL, "messages": [{"role": "robot", "content": "x"}]}, 400, "role"),
-        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, 400,
-         "max_tokens"),
-        ({"model": MODEL, "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]}]}, 400,
-         "base64"),
-        ({"model": MODEL, "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,"
-                                                + base64.b64encode(b"not a png").decode()}}]}]},
-         400, "could not be decoded"),
-        ({"model": MODEL, "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "/etc/passwd"}}]}]}, 400, "local paths"),
-        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 3}, 400, "n=1"),
-    ],
-)
-def test_bad_requests_get_4xx(client: openai.OpenAI, body: dict, status: int, fragment: str) -> None:
+# ----------------------------------------------------------------------------- client fields
+
+
+def test_thinking_field_maps_to_enable_thinking(client: openai.OpenAI, engine: Glm4vEngine) -> None:
+    off = client.chat.completions.create(model=MODEL, messages=user("Think?"), max_tokens=4, temperature=0,
+                                         extra_body={"thinking": {"type": "disabled"}})
+    on = client.chat.completions.create(model=MODEL, messages=user("Think?"), max_tokens=4, temperature=0,
+                                        extra_body={"thinking": {"type": "enabled"}})
+    kwargs = client.chat.completions.create(model=MODEL, messages=user("Think?"), max_tokens=4, temperature=0,
+                                            extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    direct_off = solo(engine, user("Think?"), max_new_tokens=4, enable_thinking=False)
+    assert off.usage.prompt_tokens == direct_off.prompt_tokens == on.usage.prompt_tokens + 2  # <think></think>
+    assert off.choices[0].message.content == direct_off.text == kwargs.choices[0].message.content
+    with pytest.raises(openai.BadRequestError, match="disagree"):
+        client.chat.completions.create(model=MODEL, messages=user("x"), max_tokens=2, extra_body={
+            "thinking": {"type": "enabled"}, "chat_template_kwargs": {"enable_thinking": False}})
+
+
+def test_developer_role_is_system(client: openai.OpenAI, engine: Glm4vEngine) -> None:
+    reply = client.chat.completions.create(model=MODEL, max_tokens=5, temperature=0, messages=[
+        {"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+    direct = solo(engine, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+                  max_new_tokens=5)
+    assert reply.choices[0].message.content == direct.text
+    assert reply.usage.prompt_tokens == direct.prompt_tokens
+
+
+def test_default_max_tokens_applies_when_none_is_sent(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(model=MODEL, messages=user("Go on"), temperature=0)
+    assert reply.usage.completion_tokens == 5  # the served fixture's --default-max-tokens
+    assert reply.choices[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"logprobs": True}, "logprobs"),
+    ({"top_logprobs": 3}, "top_logprobs"),
+    ({"n": 2}, "n"),
+    ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"frequency_penalty": -1}, "frequency_penalty"),
+    ({"logit_bias": {"12": 5}}, "logit_bias"),
+    ({"tools": [{"type": "function"}], "logprobs": True}, "tools, logprobs"),
+])
+def test_fields_that_change_results_are_rejected_by_name(served: Served, extra: dict, named: str) -> None:
+    reply = httpx.post(served.v1 + "/chat/completions",
+                       json={"messages": user("x"), "max_tokens": 2, **extra})
+    assert reply.status_code == 400
+    assert f"unsupported field(s) {named}:" in reply.json()["error"]["message"]
+
+
+def test_harmless_fields_are_accepted(served: Served) -> None:
+    reply = httpx.post(served.v1 + "/chat/completions", json={
+        "messages": user("x"), "max_tokens": 2, "n": 1, "presence_penalty": 0, "frequency_penalty": 0.0,
+        "logprobs": False, "tools": [], "tool_choice": "none", "user": "u-1", "metadata": {"a": "b"},
+        "store": False, "response_format": {"type": "text"}, "parallel_tool_calls": False})
+    assert reply.status_code == 200, reply.text
+
+
+def test_tool_messages_are_rejected(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="tool"):
+        client.chat.completions.create(model=MODEL, max_tokens=2, messages=[
+            {"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "1", "content": "42"}])
+
+
+def test_response_format_json_object_is_validated_and_json_schema_rejected(client: openai.OpenAI) -> None:
+    # The tiny random model writes no JSON: validated, so the server says so instead of passing it on.
     with pytest.raises(openai.APIStatusError) as info:
-        client.post("/chat/completions", body=body, cast_to=httpx.Response)
-    assert info.value.status_code == status
-    assert fragment in info.value.response.json()["error"]["message"]
+        client.chat.completions.create(model=MODEL, messages=user("JSON please"), max_tokens=4,
+                                       response_format={"type": "json_object"})
+    assert info.value.status_code == 422 and "no JSON object" in info.value.response.json()["error"]["message"]
+    with pytest.raises(openai.BadRequestError, match="json_schema"):
+        client.chat.completions.create(model=MODEL, messages=user("x"), max_tokens=2, response_format={
+            "type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}})
+    with pytest.raises(openai.BadRequestError, match="cannot be streamed"):
+        client.chat.completions.create(model=MODEL, messages=user("x"), max_tokens=2, stream=True,
+                                       response_format={"type": "json_object"})
 
 
-def test_malformed_json_and_oversized_body(base_url: str, server: GlmvHTTPServer) -> None:
-    bad = httpx.post(f"{base_url}/chat/completions", content=b"{not json",
-                     headers={"Content-Type": "application/json"})
-    assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]["message"]
-    limit = server.config.max_body_bytes
-    server.config.max_body_bytes = 1000
-    try:
-        big = httpx.post(f"{base_url}/chat/completions",
-                         content=json.dumps({"messages": [{"role": "user", "content": "x" * 5000}]}))
-        assert big.status_code == 413
-    finally:
-        server.config.max_body_bytes = limit
+@pytest.mark.parametrize(("text", "expected"), [
+    ('{"a": 1}', '{"a": 1}'),
+    ('<think>maybe {"no": 1}</think><answer>{"action": "click", "x": [1, 2]}</answer>',
+     '{"action": "click", "x": [1, 2]}'),
+    ('Sure:\n```json\n{"ok": true, "n": {"m": null}}\n```', '{"ok": true, "n": {"m": null}}'),
+    ('<|begin_of_box|>{"box": [1, 2, 3, 4]}<|end_of_box|> and {"other": 1}', '{"box": [1, 2, 3, 4]}'),
+    ('bad {oops} then {"b": "c"}', '{"b": "c"}'),
+])
+def test_json_object_text_extracts_the_object(text: str, expected: str) -> None:
+    assert json_object_text(text) == expected
 
 
-def test_huge_image_is_refused(client: openai.OpenAI) -> None:
-    buffer = io.BytesIO()
-    Image.new("1", (10000, 6000)).save(buffer, format="PNG")  # 60 MP, tiny file
-    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-    with pytest.raises(openai.APIStatusError) as info:
-        client.chat.completions.create(model=MODEL, max_tokens=2, messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": url}}]}])
-    assert info.value.status_code == 413
+@pytest.mark.parametrize("text", ["no json here", "[1, 2]", '{"cut": "off'])
+def test_json_object_text_refuses_answers_without_an_object(text: str) -> None:
+    with pytest.raises(RequestError) as info:
+        json_object_text(text)
+    assert info.value.status == 422
 
 
-def test_concurrent_requests_are_queued(base_url: str, engine: Glm4vEngine) -> None:
-    expected = engine.chat([{"role": "user", "content": "parallel"}], max_new_tokens=6,
-                           temperature=0, keep_special_tokens=False)
-    results: list[str] = []
-    errors: list[BaseException] = []
+# ----------------------------------------------------------------------------- batching
 
-    def ask() -> None:
-        try:
-            client = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=120)
-            reply = client.chat.completions.create(
-                model=MODEL, messages=[{"role": "user", "content": "parallel"}], max_tokens=6,
-                temperature=0)
-            results.append(reply.choices[0].message.content)
-        except BaseException as exc:  # collected and asserted below
-            errors.append(exc)
 
-    threads = [threading.Thread(target=ask) for _ in range(4)]
-    for thread in threads:
-        thread.start()
+def test_queued_requests_are_batched_and_equal_their_solo_answers(served: Served, engine: Glm4vEngine) -> None:
+    image_chat = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": png_data_url()}},
+                                               {"type": "text", "text": "Describe"}]}]
+    chats = [user("First question"), user("A much longer second question, with more words in it"),
+             image_chat, user("Fourth")]
+    engine_chats = [*chats[:2], [{"role": "user", "content": [
+        {"type": "image", "image": Image.new("RGB", (64, 48), "red")}, {"type": "text", "text": "Describe"}]}],
+        chats[3]]
+    expected = [solo(engine, c, max_new_tokens=6).text for c in engine_chats]
+    bodies = [{"messages": c, "max_tokens": 6, "temperature": 0} for c in chats]
+    with blocker(served):
+        threads, results = post_in_threads(served.v1, bodies)
+        wait_until(lambda: served.scheduler.waiting == 4, "the four requests did not queue")
+        sizes_before = len(served.scheduler.batch_sizes)
     for thread in threads:
         thread.join(300)
-    assert not errors
-    assert results == [expected] * 4
+    assert [r.json()["choices"][0]["message"]["content"] for r in results] == expected
+    assert list(served.scheduler.batch_sizes)[sizes_before:] == [4]  # one batch of four
 
 
-def test_queue_limit_answers_503(base_url: str, server: GlmvHTTPServer,
-                                 engine: Glm4vEngine) -> None:
-    """With the engine busy and the queue full, a new request is refused, not piled up."""
-    limit = server.config.max_queue
-    server.config.max_queue = 1
-    engine._lock.acquire()  # the engine is busy with someone else's generation
-    waiting: list[httpx.Response] = []
-    first = threading.Thread(target=lambda: waiting.append(httpx.post(
-        f"{base_url}/chat/completions", timeout=120,
-        json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 2})))
-    try:
-        first.start()
-        for _ in range(200):  # until the first request holds the only queue slot
-            if server.waiting == 1:
-                break
-            threading.Event().wait(0.05)
-        assert server.waiting == 1
-        reply = httpx.post(f"{base_url}/chat/completions",
-                           json={"messages": [{"role": "user", "content": "x"}]})
-        assert reply.status_code == 503 and "busy" in reply.json()["error"]["message"]
-    finally:
-        engine._lock.release()
-        first.join(120)
-        server.config.max_queue = limit
-    assert waiting and waiting[0].status_code == 200  # the queued one was served
+def test_different_settings_are_batched_apart_and_honoured(served: Served, engine: Glm4vEngine) -> None:
+    plain = solo(engine, user("Settings"), max_new_tokens=8).text
+    stop = plain[3:5]
+    expected = [solo(engine, user("Settings"), max_new_tokens=8).text,
+                solo(engine, user("Other"), max_new_tokens=8).text,
+                solo(engine, user("Settings"), max_new_tokens=3).text,
+                solo(engine, user("Settings"), max_new_tokens=8, stop=[stop]).text]
+    assert expected[3] != expected[0]  # the stop string really cuts
+    bodies = [{"messages": user("Settings"), "max_tokens": 8, "temperature": 0},
+              {"messages": user("Other"), "max_tokens": 8, "temperature": 0, "seed": 5},  # greedy: seed irrelevant
+              {"messages": user("Settings"), "max_tokens": 3, "temperature": 0},
+              {"messages": user("Settings"), "max_tokens": 8, "temperature": 0, "stop": [stop]}]
+    with blocker(served):
+        threads, results = post_in_threads(served.v1, bodies)
+        wait_until(lambda: served.scheduler.waiting == 4, "the requests did not queue")
+        sizes_before = len(served.scheduler.batch_sizes)
+    for thread in threads:
+        thread.join(300)
+    assert [r.json()["choices"][0]["message"]["content"] for r in results] == expected
+    assert sorted(list(served.scheduler.batch_sizes)[sizes_before:]) == [1, 1, 2]
+
+
+def test_seeded_sampling_runs_alone_and_reproduces(served: Served) -> None:
+    body = {"messages": user("Sample"), "max_tokens": 6, "temperature": 1.0, "seed": 42}
+    with blocker(served):
+        threads, results = post_in_threads(served.v1, [body, body, {**body, "seed": 43}])
+        wait_until(lambda: served.scheduler.waiting == 3, "the requests did not queue")
+        sizes_before = len(served.scheduler.batch_sizes)
+    for thread in threads:
+        thread.join(300)
+    texts = [r.json()["choices"][0]["message"]["content"] for r in results]
+    assert texts[0] == texts[1] != texts[2]
+    assert list(served.scheduler.batch_sizes)[sizes_before:] == [1, 1, 1]
+
+
+def test_streamed_requests_are_batched_too(served: Served, engine: Glm4vEngine) -> None:
+    expected = [solo(engine, user(q), max_new_tokens=6).text for q in ("One", "Two")]
+    streams: list[list[str]] = [[], []]
+
+    def read(i: int, question: str) -> None:
+        body = {"messages": user(question), "max_tokens": 6, "temperature": 0, "stream": True}
+        with openai.OpenAI(base_url=served.v1, api_key="x", max_retries=0) as c:
+            for chunk in c.chat.completions.create(model=MODEL, **body):
+                streams[i].extend(choice.delta.content or "" for choice in chunk.choices)
+
+    with blocker(served):
+        threads = [threading.Thread(target=read, args=(i, q), daemon=True) for i, q in enumerate(("One", "Two"))]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: served.scheduler.waiting == 2, "the streams did not queue")
+        sizes_before = len(served.scheduler.batch_sizes)
+    for thread in threads:
+        thread.join(300)
+    assert ["".join(s) for s in streams] == expected
+    assert list(served.scheduler.batch_sizes)[sizes_before:] == [2]
+
+
+# ----------------------------------------------------------------------------- admission and cancellation
+
+
+def _raw_request(served: Served, body: bytes) -> socket.socket:
+    port = int(served.url.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return sock
+
+
+def test_disconnected_non_streaming_client_cancels_its_generation(served: Served) -> None:
+    abandoned = served.scheduler.abandoned
+    sock = _raw_request(served, b'{"messages": [{"role": "user", "content": "long"}], "max_tokens": 20000}')
+    wait_until(lambda: served.scheduler.running == 1, "the request did not start")
+    sock.close()
+    wait_until(lambda: served.scheduler.abandoned == abandoned + 1, "the generation was not stopped")
+    wait_until(lambda: served.scheduler.admitted == 0 and served.scheduler.running == 0, "slot not released")
+
+
+def test_disconnected_waiting_client_is_dropped_before_it_runs(served: Served) -> None:
+    with blocker(served):
+        sock = _raw_request(served, b'{"messages": [{"role": "user", "content": "w"}], "max_tokens": 3}')
+        wait_until(lambda: served.scheduler.waiting == 1, "the request did not queue")
+        sizes_before = len(served.scheduler.batch_sizes)
+        sock.close()
+        wait_until(lambda: served.scheduler.admitted == 1, "the waiting request kept its slot")
+    wait_until(lambda: served.scheduler.running == 0 and served.scheduler.admitted == 0, "blocker not stopped")
+    assert len(served.scheduler.batch_sizes) == sizes_before  # it never ran
+
+
+def test_full_queue_answers_503_before_decoding_images(engine: Glm4vEngine) -> None:
+    config = ServerConfig(model_name=MODEL, max_queue=1, max_batch=1)
+    with running_server(engine, config) as small:
+        with blocker(small):
+            corrupt = "data:image/png;base64," + base64.b64encode(b"not a png at all").decode()
+            reply = httpx.post(small.v1 + "/chat/completions", json={"messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": corrupt}}]}], "max_tokens": 2})
+            # 503, not "could not be decoded": the image was never looked at.
+            assert reply.status_code == 503 and "busy" in reply.json()["error"]["message"]
+        wait_until(lambda: small.scheduler.admitted == 0, "blocker slot not released")
+        served_again = httpx.post(small.v1 + "/chat/completions", json={"messages": user("x"), "max_tokens": 2})
+        assert served_again.status_code == 200

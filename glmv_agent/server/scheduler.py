@@ -1,0 +1,210 @@
+"""Admission and batching: concurrent requests decoded together by one engine.
+
+Admission counts every request from the moment its body is valid until its answer is
+sent; beyond `max_queue` the server answers 503 instead of piling up work (and images are
+only decoded once admitted). Admitted, preprocessed requests wait in a FIFO queue. One
+scheduler thread owns the engine: when it is free it takes the oldest waiting request and
+every other waiting request with the *same generation settings* (sampling, stop strings,
+max_tokens, thinking on/off), up to `max_batch`, and decodes them as one left-padded
+batch ("batch what is queued when a batch starts"; requests arriving mid-batch wait for
+the next one). Grouping by identical settings keeps every request's own settings without
+per-row options in the engine; greedy requests get the same tokens batched as alone.
+Seeded sampling runs alone, since a batch shares one random generator.
+
+Cancellation: a request whose client went away is dropped if still waiting; inside a
+running batch it stops receiving text, and once every request of the batch has gone the
+batch is stopped at its next token (the engine's `on_text` callback raises).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .protocol import RequestError
+
+log = logging.getLogger("glmv_agent.server")
+
+
+class _BatchAbandoned(Exception):
+    """Raised from `on_text` when no one is waiting for the batch any more."""
+
+
+@dataclass
+class Ticket:
+    """One request inside the scheduler, and the channel its events come back on.
+
+    Events on `events` (an asyncio.Queue of the request's event loop): ("delta", text) when
+    `stream` is set, then exactly one of ("done", GenerationResult), ("error", exception)."""
+
+    messages: list[dict[str, Any]]
+    options: dict[str, Any]  # engine generation options, normalized (see `group_key`)
+    enable_thinking: bool | None
+    key: Hashable
+    stream: bool
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def send(self, kind: str, value: Any) -> None:
+        """Hand an event to the request's event loop (called from the scheduler thread)."""
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
+        except RuntimeError:  # the loop is closed: the server is shutting down
+            self.cancel()
+
+
+def group_key(config: Any, enable_thinking: bool | None, unique: object) -> tuple[Hashable, dict[str, Any]]:
+    """The batching key of a GenerationConfig, and the options to generate with.
+
+    Greedy decoding ignores temperature, top-p/k and seed, so they are reset before
+    comparing (more requests can share a batch; the tokens are the same). Seeded sampling
+    gets a key of its own (`unique`)."""
+    if config.greedy:
+        config = dataclasses.replace(config, do_sample=False, temperature=1.0, top_p=1.0, top_k=0, seed=None)
+    options = dataclasses.asdict(config)
+    key: tuple[Hashable, ...] = (config, enable_thinking)
+    if not config.greedy and config.seed is not None:
+        key += (unique,)
+    return key, options
+
+
+class Admission:
+    """One admitted request's slot; `release()` may be called more than once."""
+
+    def __init__(self, scheduler: BatchScheduler) -> None:
+        self._scheduler: BatchScheduler | None = scheduler
+
+    def release(self) -> None:
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            scheduler._release()
+
+
+class BatchScheduler:
+    """The admission counter, the waiting queue and the thread that runs batches."""
+
+    def __init__(self, engine: Any, *, max_queue: int, max_batch: int) -> None:
+        self.engine = engine
+        self.max_queue = max_queue
+        self.max_batch = max_batch
+        self.admitted = 0
+        self.running = 0
+        self.batch_sizes: deque[int] = deque(maxlen=256)  # of recent batches (/health, tests)
+        self.abandoned = 0  # batches stopped because every client had gone
+        self._waiting: deque[Ticket] = deque()
+        self._lock = threading.Condition()
+        self._stopping = False
+        self._running_batch: list[Ticket] = []
+        self._thread: threading.Thread | None = None
+
+    # ---- admission -------------------------------------------------------------------
+
+    def admit(self) -> Admission:
+        """Take a slot or raise 503."""
+        with self._lock:
+            if self.admitted >= self.max_queue:
+                raise RequestError(f"server busy: {self.admitted} requests already admitted; retry later",
+                                   503, "server_busy")
+            self.admitted += 1
+        return Admission(self)
+
+    def _release(self) -> None:
+        with self._lock:
+            self.admitted -= 1
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    # ---- queue -----------------------------------------------------------------------
+
+    def submit(self, ticket: Ticket) -> None:
+        with self._lock:
+            if self._stopping:
+                raise RequestError("server is shutting down", 503, "server_busy")
+            self._waiting.append(ticket)
+            self._lock.notify()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="glmv-batch-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish: waiting requests fail with 503, a running batch is abandoned."""
+        with self._lock:
+            self._stopping = True
+            for ticket in self._running_batch:
+                ticket.cancel()
+            while self._waiting:
+                self._waiting.popleft().send("error", RequestError("server is shutting down", 503, "server_busy"))
+            self._lock.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _next_batch(self) -> list[Ticket]:
+        """The oldest waiting request and those that share its settings (caller holds the lock)."""
+        while self._waiting and self._waiting[0].cancelled.is_set():
+            self._waiting.popleft()
+        if not self._waiting:
+            return []
+        key = self._waiting[0].key
+        batch = [t for t in self._waiting if t.key == key and not t.cancelled.is_set()][: self.max_batch]
+        chosen = {id(t) for t in batch}
+        self._waiting = deque(t for t in self._waiting if id(t) not in chosen and not t.cancelled.is_set())
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._waiting and not self._stopping:
+                    self._lock.wait()
+                if self._stopping:
+                    return
+                batch = self._next_batch()
+                self._running_batch = batch
+                self.running = len(batch)
+            if batch:
+                self._generate(batch)
+            with self._lock:
+                self._running_batch = []
+                self.running = 0
+
+    def _generate(self, batch: list[Ticket]) -> None:
+        """Run one batch; if it fails, run its requests alone so one bad request fails alone."""
+        def on_text(row: int, delta: str) -> None:
+            if all(t.cancelled.is_set() for t in batch):
+                raise _BatchAbandoned
+            ticket = batch[row]
+            if ticket.stream and not ticket.cancelled.is_set():
+                ticket.send("delta", delta)
+
+        self.batch_sizes.append(len(batch))
+        try:
+            results = self.engine.generate_batch([t.messages for t in batch],
+                                                 enable_thinking=batch[0].enable_thinking,
+                                                 on_text=on_text, **batch[0].options)
+        except _BatchAbandoned:
+            self.abandoned += 1
+            log.info("batch of %d stopped: every client went away", len(batch))
+            return
+        except Exception as exc:  # reported to the clients of this batch, the server keeps serving
+            if len(batch) > 1:
+                for ticket in batch:
+                    if not ticket.cancelled.is_set():
+                        self._generate([ticket])
+                return
+            log.exception("generation failed")
+            batch[0].send("error", exc)
+            return
+        for ticket, result in zip(batch, results):
+            ticket.send("done", result)
