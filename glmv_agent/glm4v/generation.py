@@ -136,11 +136,17 @@ def process_logits(scores: torch.Tensor, seen: torch.Tensor | None, config: Gene
 
 
 def select_tokens(scores: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """Next token per row ([B]) from processed scores."""
+    """Next token per row ([B]) from processed scores, without a host sync.
+
+    Sampling draws from softmax(scores) as the exponential race argmax(p_i / E_i), E_i ~ Exp(1)
+    i.i.d. (P(i wins) = p_i / sum p): the same distribution as torch.multinomial, which
+    syncs with the host on CUDA to validate the probabilities."""
     if config.greedy:
         return scores.argmax(dim=-1)
     probs = torch.softmax(scores, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    race = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    race.clamp_min_(torch.finfo(race.dtype).tiny)  # a draw of exactly 0 would give inf / NaN
+    return (probs / race).argmax(dim=-1)
 
 
 # ----------------------------------------------------------------------------- thinking budget
@@ -273,7 +279,7 @@ class GenerationModel(Protocol):
 
     def prefill(self, input_ids: torch.Tensor, cache: Any, **inputs: Any) -> torch.Tensor: ...
 
-    def decode_step(self, token_ids: torch.Tensor, cache: Any) -> torch.Tensor: ...
+    def decode_step(self, token_ids: torch.Tensor, cache: Any, *, check_ids: bool = True) -> torch.Tensor: ...
 
 
 @dataclass
@@ -315,6 +321,9 @@ class TokenStream:
     finished: list[bool] = field(default_factory=list)
 
 
+# Makes (or hands out a reused) KV cache: (batch_size, max_length, device=...) -> cache.
+CacheFactory = Callable[..., Any]
+
 # Processor outputs the model's prefill takes besides input_ids.
 _PREFILL_INPUTS = ("attention_mask", "pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
 
@@ -327,8 +336,21 @@ def prefill(model: GenerationModel, input_ids: torch.Tensor, cache: Any, **input
 
 @torch.inference_mode()
 def decode_one_token(model: GenerationModel, token_ids: torch.Tensor, cache: Any) -> torch.Tensor:
-    """The hot step: one new token per row [B, 1] -> next logits [B, V]."""
-    return model.decode_step(token_ids, cache)
+    """The hot step: one new token per row [B, 1] -> next logits [B, V]. The ids were sampled
+    from this model's logits (or forced from the prompt's tokenizer), so they are in range by
+    construction and not re-checked (that would be a host sync per token)."""
+    return model.decode_step(token_ids, cache, check_ids=False)
+
+
+# Cache lengths are rounded up to a multiple of this, so prompts of different lengths share
+# one cache shape (a compiled / CUDA-graphed step is not re-specialized for every prompt).
+CACHE_LENGTH_BUCKET = 256
+
+
+def cache_length(prompt_len: int, max_new_tokens: int) -> int:
+    """Slots for a prompt plus its new tokens, rounded up to CACHE_LENGTH_BUCKET."""
+    needed = prompt_len + max_new_tokens
+    return -(-needed // CACHE_LENGTH_BUCKET) * CACHE_LENGTH_BUCKET
 
 
 def _sync(device: torch.device) -> None:
@@ -346,12 +368,15 @@ def decode_n_tokens(
     pad_token_id: int = 0,
     stream: TokenStream | None = None,
     step_fn: Callable[[GenerationModel, torch.Tensor, Any], torch.Tensor] = decode_one_token,
+    new_cache: CacheFactory | None = None,
 ) -> Iterator[list[int | None]]:
     """Prefill, then yield one token per row per step (None for rows already finished).
 
     Rows stop at an eos id; the caller stops the whole iteration by closing it (stop
     strings) or when `max_new_tokens` is reached. `inputs` is the processor output:
     input_ids [B, L] (left-padded when B > 1), attention_mask, pixel_values, ...
+    `step_fn` is the hot step (decode_one_token or a compiled variant); `new_cache(batch,
+    max_length, device=...)` makes the KV cache (default: the model's `new_cache`).
     """
     input_ids: torch.Tensor = inputs["input_ids"]
     if input_ids.dim() != 2 or input_ids.shape[1] == 0:
@@ -376,9 +401,8 @@ def decode_n_tokens(
             ids = input_ids[row] if attention_mask is None else input_ids[row][attention_mask[row].bool()]
             budgets[row] = ThinkingBudget(config.thinking_budget, think_ids[0], think_ids[1], ids.tolist())
 
-    max_length = prompt_len + config.max_new_tokens
     extra = {k: inputs[k] for k in _PREFILL_INPUTS if inputs.get(k) is not None}
-    cache = model.new_cache(batch, max_length, device=device)
+    cache = (new_cache or model.new_cache)(batch, cache_length(prompt_len, config.max_new_tokens), device=device)
 
     t0 = time.perf_counter()
     logits = prefill(model, input_ids, cache, **extra)
@@ -483,6 +507,7 @@ def generate(
     pad_token_id: int = 0,
     on_text: Callable[[int, str], None] | None = None,
     step_fn: Callable[[GenerationModel, torch.Tensor, Any], torch.Tensor] = decode_one_token,
+    new_cache: CacheFactory | None = None,
 ) -> list[GenerationResult]:
     """Generate for every row of `inputs`; one GenerationResult per row.
 
@@ -497,7 +522,8 @@ def generate(
     rows = [_RowText(new_decoder(skip), config.stop_strings, eos) for _ in range(batch)]
     stream = TokenStream(batch)
     tokens_iter = decode_n_tokens(
-        model, inputs, config, think_ids=think_ids, pad_token_id=pad_token_id, stream=stream, step_fn=step_fn
+        model, inputs, config, think_ids=think_ids, pad_token_id=pad_token_id, stream=stream, step_fn=step_fn,
+        new_cache=new_cache,
     )
     try:
         for step_tokens in tokens_iter:
@@ -531,6 +557,7 @@ def stream_generate(
     *,
     think_ids: tuple[Sequence[int], Sequence[int]] | None = None,
     step_fn: Callable[[GenerationModel, torch.Tensor, Any], torch.Tensor] = decode_one_token,
+    new_cache: CacheFactory | None = None,
     result_holder: list[GenerationResult] | None = None,
 ) -> Iterator[str]:
     """Text deltas for a single prompt (batch 1) as they are generated.
@@ -543,7 +570,9 @@ def stream_generate(
         raise InputError("streaming supports one prompt at a time; use generate() for batches")
     state = _RowText(new_decoder(not config.keep_special_tokens), config.stop_strings, set(config.eos_token_ids))
     stream = TokenStream(1)
-    tokens_iter = decode_n_tokens(model, inputs, config, think_ids=think_ids, stream=stream, step_fn=step_fn)
+    tokens_iter = decode_n_tokens(
+        model, inputs, config, think_ids=think_ids, stream=stream, step_fn=step_fn, new_cache=new_cache
+    )
     try:
         for (token,) in tokens_iter:
             if token is None:

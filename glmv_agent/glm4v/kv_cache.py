@@ -1,8 +1,13 @@
 """Preallocated key/value cache for the text decoder (gpt-fast style).
 
 One K and one V buffer of shape [layers, B, kv_heads, max_length, head_dim], written in place
-(slice assignment, never torch.cat). The cache also carries what decoding needs besides K/V:
-how many slots are filled, which slots are real tokens (left padding), and the mRoPE deltas.
+(`index_copy_` at the given slots, never torch.cat). The cache also carries what decoding needs
+besides K/V, all as tensors of fixed shape so a decode step is graph-capturable:
+which slots hold real tokens (`valid`, False for left padding and the unused tail), the next
+free slot (`next_pos`), the real-token count per row and the mRoPE deltas.
+
+Host-side bookkeeping (`length`, the overflow check) lives in plain Python ints, updated by
+the eager code around a step, never inside it.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ class KVCache:
         self.rope_deltas = torch.zeros(batch_size, dtype=torch.long, device=device)
         # Number of real tokens per row so far; the next token's rope index (spec §7.4).
         self.token_counts = torch.zeros(batch_size, dtype=torch.long, device=device)
-        self.length = 0  # filled slots (same for every row)
-        self.has_padding = False
-        self._pending = 0  # slots being written by the current forward pass
+        # The slot the next decoded token goes to ([1], on the device: no host->device copy
+        # per token); equals `length` between steps.
+        self.next_pos = torch.zeros(1, dtype=torch.long, device=device)
+        self.length = 0  # filled slots (same for every row), host-side mirror of next_pos
 
     @property
     def device(self) -> torch.device:
@@ -40,37 +46,59 @@ class KVCache:
     def dtype(self) -> torch.dtype:
         return self.k.dtype
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """Every buffer a decode step reads or writes in place (for CUDA-graph static marking)."""
+        return (self.k, self.v, self.valid, self.rope_deltas, self.token_counts, self.next_pos)
+
     def reset(self) -> None:
         self.length = 0
-        self._pending = 0
         self.valid.zero_()
         self.rope_deltas.zero_()
         self.token_counts.zero_()
-        self.has_padding = False
+        self.next_pos.zero_()
 
-    def begin(self, num_new: int, valid: torch.Tensor) -> None:
-        """Reserve num_new slots for this step; valid [B, num_new] marks real tokens."""
+    def reserve(self, num_new: int) -> None:
+        """Check that num_new more slots fit (host-side, before a step runs)."""
         if self.length + num_new > self.max_length:
             raise InputError(f"KV cache is full: {self.length} + {num_new} tokens exceed "
                              f"max_length={self.max_length}; create the cache with a larger "
                              "max_length (prompt length + max new tokens)")
-        self.valid[:, self.length:self.length + num_new] = valid
+
+    def begin_prompt(self, valid: torch.Tensor) -> torch.Tensor:
+        """Start an empty cache with a prompt; valid [B, L] marks real tokens. Returns the
+        slots the prompt's keys go to ([L])."""
+        length = valid.shape[1]
+        self.reserve(length)
+        self.valid[:, :length] = valid
         self.token_counts += valid.sum(-1)
-        self.has_padding = self.has_padding or not bool(valid.all())
-        self._pending = num_new
+        self.next_pos.fill_(length)
+        return torch.arange(length, device=self.device)
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write this step's k/v [B, kvh, n, hd] for `layer`; return views over all filled slots."""
-        start, end = self.length, self.length + k.shape[2]
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+    def begin_token(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tensor-only half of a one-token decode step (no host sync, fixed shapes): take the
+        next slot for every row and mark it valid. Returns (slot [1], the new token's rope
+        position [B] = real tokens before it + the row's mRoPE delta, spec §7.4)."""
+        slot = self.next_pos.clone()
+        rope_pos = self.token_counts + self.rope_deltas
+        self.valid.index_fill_(1, slot, True)
+        self.token_counts += 1
+        self.next_pos += 1
+        return slot, rope_pos
 
-    def commit(self) -> None:
-        """Finish the step begun with begin(): the reserved slots become part of the prefix."""
-        self.length += self._pending
-        self._pending = 0
+    def update(self, layer: int, input_pos: torch.Tensor, k: torch.Tensor,
+               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k/v [B, kvh, n, hd] for `layer` at slots input_pos [n]; return the whole
+        buffers [B, kvh, max_length, hd] (attend to them with `key_mask`)."""
+        keys, values = self.k[layer], self.v[layer]
+        keys.index_copy_(2, input_pos, k)
+        values.index_copy_(2, input_pos, v)
+        return keys, values
 
-    def key_mask(self, num_new: int) -> torch.Tensor:
-        """Boolean [B, 1, 1, length + num_new] mask of attendable slots (decode with padding)."""
-        return self.valid[:, None, None, :self.length + num_new]
+    def commit(self, num_new: int) -> None:
+        """Host-side: num_new slots were written by the step that just ran."""
+        self.length += num_new
+
+    def key_mask(self) -> torch.Tensor:
+        """Boolean [B, 1, 1, max_length] mask of attendable slots for a one-token query:
+        real tokens written so far (unused slots are still False), the same shape every step."""
+        return self.valid[:, None, None, :]

@@ -4,10 +4,13 @@ Three entry points share one pipeline (embed -> insert vision features -> 3D pos
 decoder -> lm_head):
 - `forward`: full sequence, no cache, logits [B, L, vocab] (transformers parity);
 - `prefill`: same, but fills a preallocated `KVCache` and returns last-position logits;
-- `decode_step`: one new token per row against the cache.
+- `decode_step`: one new token per row against the cache; its tensor-only core
+  `decode_forward` has static shapes and no host syncs, so it can be compiled / CUDA-graphed.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -85,24 +88,43 @@ class Glm4vModel(nn.Module):
         return self.lm_head(hidden if return_all else hidden[:, -1])
 
     @torch.no_grad()
-    def decode_step(self, token_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Append one token per row [B, 1]; return next-token logits [B, vocab]."""
+    def decode_step(self, token_ids: torch.Tensor, cache: KVCache, *, check_ids: bool = True,
+                    forward: Callable[[torch.Tensor, KVCache], torch.Tensor] | None = None,
+                    ) -> torch.Tensor:
+        """Append one token per row [B, 1]; return next-token logits [B, vocab].
+
+        check_ids=False skips the id range check, which reads the ids on the host (a device
+        sync per token): generation passes ids it sampled from this model's own logits.
+        `forward` replaces `decode_forward` (e.g. by its compiled version)."""
         if token_ids.dim() != 2 or token_ids.shape != (cache.batch_size, 1):
             raise InputError(f"decode_step expects token_ids of shape [{cache.batch_size}, 1], "
                              f"got {list(token_ids.shape)}")
         if cache.length == 0:
             raise InputError("decode_step needs a cache filled by prefill() first")
+        cache.reserve(1)
         token_ids = token_ids.to(self.device)
-        self._check_ids(token_ids)
-        # New token's rope position = real tokens so far + delta (spec §7.4, pitfall 13).
-        pos = (cache.token_counts + cache.rope_deltas).view(1, -1, 1).expand(3, -1, 1)
-        cache.begin(1, torch.ones_like(token_ids, dtype=torch.bool))
-        mask = cache.key_mask(1) if cache.has_padding else None
+        if check_ids:
+            self._check_ids(token_ids)
+        logits = (forward or self.decode_forward)(token_ids, cache)
+        cache.commit(1)
+        return logits
+
+    @torch.no_grad()
+    def decode_forward(self, token_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """The hot step, tensors only: ids [B, 1] on the device -> logits [B, vocab].
+
+        Static shapes and no host syncs (graph-capturable): the slot to write and the rope
+        position come from the cache's device tensors, keys/values are written in place and
+        attention runs over the whole fixed-size buffer under the valid-slot mask (masked
+        slots contribute exactly 0). Call it through `decode_step`, which checks the inputs
+        and keeps the host-side length."""
+        slot, rope_pos = cache.begin_token()
         embeds = self.model.language_model.embed_tokens(token_ids)
-        cos, sin = mrope_cos_sin(pos, self.model.language_model.inv_freq,
+        cos, sin = mrope_cos_sin(rope_pos.view(1, -1, 1).expand(3, -1, 1),
+                                 self.model.language_model.inv_freq,
                                  self.config.text.mrope_section, embeds.dtype)
-        hidden = self.model.language_model(embeds, cos, sin, mask, cache)
-        cache.commit()
+        hidden = self.model.language_model(embeds, cos, sin, cache.key_mask(), cache, slot,
+                                           attend_cache=True)
         return self.lm_head(hidden[:, -1])
 
     # ---- pipeline ---------------------------------------------------------------------
@@ -144,12 +166,13 @@ class Glm4vModel(nn.Module):
         cos, sin = mrope_cos_sin(positions, self.model.language_model.inv_freq,
                                  self.config.text.mrope_section, embeds.dtype)
         mask = None if valid is None else _padded_causal_mask(valid)
+        slots = None
         if cache is not None:
-            cache.begin(input_ids.shape[1], valid if valid is not None
-                        else torch.ones_like(input_ids, dtype=torch.bool))
-        hidden = self.model.language_model(embeds, cos, sin, mask, cache)
+            slots = cache.begin_prompt(valid if valid is not None
+                                       else torch.ones_like(input_ids, dtype=torch.bool))
+        hidden = self.model.language_model(embeds, cos, sin, mask, cache, slots)
         if cache is not None:
-            cache.commit()
+            cache.commit(input_ids.shape[1])
         return hidden, deltas
 
     def _check_ids(self, ids: torch.Tensor) -> None:

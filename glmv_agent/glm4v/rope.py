@@ -26,10 +26,14 @@ def mrope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, section: tupl
                   dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin [B, L, rotary_dim] for 3D positions [3, B, L]; computed in fp32, cast to dtype."""
     freqs = positions[..., None].float() * inv_freq.float()  # [3, B, L, rd/2]
-    # Frequency index i takes its angle from the axis that owns it.
-    axis = torch.repeat_interleave(torch.arange(3, device=positions.device),
-                                   torch.tensor(section, device=positions.device))
-    angles = freqs.gather(0, axis.view(1, 1, 1, -1).expand(1, *freqs.shape[1:])).squeeze(0)
+    # Frequency index i takes its angle from the axis that owns it: consecutive runs of
+    # `section` sizes (plain slices, so no index tensor is made per call: decode stays
+    # free of host->device copies).
+    runs, start = [], 0
+    for axis, size in enumerate(section):
+        runs.append(freqs[axis, ..., start:start + size])
+        start += size
+    angles = torch.cat(runs, dim=-1)
     angles = angles.repeat_interleave(2, dim=-1)  # pair (2i, 2i+1) shares angle i
     return angles.cos().to(dtype), angles.sin().to(dtype)
 

@@ -40,8 +40,8 @@ class TextAttention(nn.Module):
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+                mask: torch.Tensor | None, cache: KVCache | None = None, layer: int = 0,
+                input_pos: torch.Tensor | None = None, attend_cache: bool = False) -> torch.Tensor:
         batch, length, _ = x.shape
         q = self.q_proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -50,7 +50,12 @@ class TextAttention(nn.Module):
         k = apply_text_rope(k, cos, sin)
         causal = mask is None and length > 1
         if cache is not None:
-            k, v = cache.update(layer, k, v)
+            assert input_pos is not None, "a cached forward needs the slots (input_pos) to write"
+            cached_k, cached_v = cache.update(layer, input_pos, k, v)
+            if attend_cache:  # decode: the whole fixed-size buffer, unused slots masked out
+                k, v = cached_k, cached_v
+            # else a prompt into an empty cache: its own keys are exactly what the first slots
+            # now hold, and attending to them keeps the uncached forward's kernels (parity).
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                              scale=self.head_dim ** -0.5, enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
@@ -79,8 +84,10 @@ class DecoderLayer(nn.Module):
         self.post_mlp_layernorm = RMSNorm(config.hidden_size, eps)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None, cache: KVCache | None, layer: int) -> torch.Tensor:
-        h = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
+                mask: torch.Tensor | None, cache: KVCache | None, layer: int,
+                input_pos: torch.Tensor | None = None, attend_cache: bool = False) -> torch.Tensor:
+        h = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, input_pos,
+                           attend_cache)
         x = x + self.post_self_attn_layernorm(h)
         h = self.mlp(self.post_attention_layernorm(x))
         return x + self.post_mlp_layernorm(h)
@@ -96,8 +103,12 @@ class TextModel(nn.Module):
         self.register_buffer("inv_freq", text_inv_freq(config), persistent=False)
 
     def forward(self, embeds: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None, cache: KVCache | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None, cache: KVCache | None = None,
+                input_pos: torch.Tensor | None = None, attend_cache: bool = False) -> torch.Tensor:
+        """With a cache, this step's keys/values are written at slots input_pos [L]. A prompt
+        (attend_cache=False) attends causally to itself; a decode step (attend_cache=True)
+        attends to the whole cache buffer under `mask` [B, 1, 1, max_length]."""
         x = embeds
         for index, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, mask, cache, index)
+            x = layer(x, cos, sin, mask, cache, index, input_pos, attend_cache)
         return self.norm(x)
