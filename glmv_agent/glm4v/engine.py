@@ -60,7 +60,8 @@ class Glm4vEngine:
     """Model + processor + generation defaults, ready to answer chat messages."""
 
     def __init__(self, model: Any, processor: Any, defaults: GenerationConfig, *,
-                 path: str | Path | None = None, step_fn: Any = decode_one_token) -> None:
+                 path: str | Path | None = None, step_fn: Any = decode_one_token,
+                 new_cache: Any = None) -> None:
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -70,8 +71,10 @@ class Glm4vEngine:
         self.think_ids = (self.tokenizer.encode(_THINK_OPEN), self.tokenizer.encode(_THINK_CLOSE))
         pad = model.config.pad_token_id
         self.pad_token_id = int(pad if pad is not None else defaults.eos_token_ids[0])
-        # The hot decode step; pass a compiled / CUDA-graphed variant of decode_one_token here.
+        # The hot decode step; pass a compiled / CUDA-graphed variant of decode_one_token here
+        # (compiled.CompiledDecodeStep), and its cache factory as new_cache (None: the model's).
         self._step = step_fn
+        self._new_cache = new_cache
 
     @property
     def device(self) -> torch.device:
@@ -134,7 +137,8 @@ class Glm4vEngine:
         inputs = self._to_device(inputs)
         with self._lock:
             return generate(self.model, self.text_decoder, inputs, config, think_ids=self.think_ids,
-                            pad_token_id=self.pad_token_id, on_text=on_text, step_fn=self._step)
+                            pad_token_id=self.pad_token_id, on_text=on_text, step_fn=self._step,
+                            new_cache=self._new_cache)
 
     def generate(self, messages: list[Message], *, enable_thinking: bool | None = None,
                  **options: Any) -> GenerationResult:
@@ -169,16 +173,18 @@ class Glm4vEngine:
         with self._lock:
             yield from stream_generate(self.model, self.text_decoder, inputs, config,
                                        think_ids=self.think_ids, step_fn=self._step,
-                                       result_holder=result_holder)
+                                       new_cache=self._new_cache, result_holder=result_holder)
 
 
 def load(path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
-         *, progress: bool | None = None) -> Glm4vEngine:
+         *, progress: bool | None = None, compile: bool = False) -> Glm4vEngine:
     """Load a checkpoint directory into an engine.
 
     device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:N".
     dtype: None = bfloat16 (the real checkpoints' dtype; a 9B model needs ~20 GB in bf16,
     twice that in float32), or "bfloat16" / "float16" / "float32".
+    compile: compile the decode step with torch.compile (CPU: inductor, CUDA: CUDA graphs),
+    at load; costs compile time once per process, see glm4v/compiled.py for when it pays.
     """
     from .processor import load_processor  # lazy: keeps `import engine` light
 
@@ -195,6 +201,13 @@ def load(path: str | Path, device: str | torch.device = "auto", dtype: str | tor
     processor = load_processor(directory)
     defaults = read_generation_defaults(directory, model.config.eos_token_ids)
     logger.info("engine ready: %s on %s (%s)", directory, target, model.dtype)
+    if compile:
+        from .compiled import CompiledDecodeStep  # lazy: torch.compile machinery only when asked
+
+        step = CompiledDecodeStep(model)
+        step.warm_up()
+        return Glm4vEngine(model, processor, defaults, path=directory, step_fn=step,
+                           new_cache=step.new_cache)
     return Glm4vEngine(model, processor, defaults, path=directory)
 
 
