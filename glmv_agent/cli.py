@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one task", description="Run one task to completion.")
     run.add_argument("task", help="what the agent should do, in natural language")
     run.add_argument("--env", choices=("web", "desktop", "android"), required=True)
-    run.add_argument("--url", help="web: the page to start on")
+    run.add_argument("--url", help="web: the page to start on (http(s), or a local "
+                                    "file:///... page; the model itself can open http(s) only)")
     _add_env_args(run)
     run.add_argument("--report", action="store_true", help="write report.html into the trace")
     _add_model_args(run)

@@ -204,3 +204,31 @@ def test_dtype_help_says_what_the_engine_loads() -> None:
         text = " ".join(output.split())  # argparse wraps help lines
         assert "float32 (CPU default)" not in text
         assert "bfloat16 (the default" in text, (command, text)
+
+
+# ----------------------------------------------------------------------------- local start page
+
+
+def test_a_local_start_page_is_the_users_choice_not_the_models(tmp_path: Path) -> None:
+    pytest.importorskip("playwright")
+    from glmv_agent.actions import Goto
+    from glmv_agent.envs import WebEnv
+    from glmv_agent.envs.web import default_executable_path
+    from glmv_agent.errors import ActionRefusedError, ConfigError
+
+    if default_executable_path() is None:
+        pytest.skip("no Chromium binary (set $GLMV_CHROMIUM)")
+    start, other = tmp_path / "start.html", tmp_path / "other.html"
+    start.write_text(PAGE)
+    other.write_text("<h1>Other</h1>")
+    # An allow-list is about hosts; a local start page has none and still opens.
+    with WebEnv.launch(start.as_uri(), allowed_domains=["example.com"]) as env:
+        assert env.page.url == start.as_uri()
+        assert env.page.inner_text("h1") == "Local page"
+        with pytest.raises(ActionRefusedError, match="only http"):  # the model cannot
+            env.execute(Goto(url=other.as_uri()))
+        assert env.page.url == start.as_uri()
+        env.execute(Goto(url=start.as_uri()))  # back to the user's own page: fine
+        assert env.observe().url == start.as_uri()
+    with pytest.raises(ConfigError, match="no such file"):
+        WebEnv.launch((tmp_path / "missing.html").as_uri())

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from ..actions import BaseAction, Goto
+from ..actions import BaseAction
 from ..errors import ConfigError, EnvError, UnsupportedActionError
 from .base import ActionHandler, ActionOutcome, Observation, Platform
 from .web import (
@@ -56,7 +56,8 @@ class AsyncWebEnv(_WebEnvShared):
         stability_timeout: float = 5.0, rewrite_selects: bool = True,
         browser_args: Iterable[str] = (),
     ) -> AsyncWebEnv:
-        """Start Chromium with one page of `viewport` CSS pixels and open `url` if given."""
+        """Start Chromium with one page of `viewport` CSS pixels and open `url` if given
+        (http(s), or a local `file:` URL: see `normalize_start_url`)."""
         from playwright.async_api import async_playwright
 
         playwright = await async_playwright().start()
@@ -71,7 +72,7 @@ class AsyncWebEnv(_WebEnvShared):
         try:
             await env._ensure_routing()
             if url is not None:
-                await env.execute(Goto(url=url))
+                await env.execute(env._start_at(url))
         except BaseException:
             await env.close()
             raise

@@ -28,12 +28,14 @@ from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ..actions import BaseAction, Target
+from ..actions import BaseAction, Goto, Target
 from ..errors import ActionError, ActionRefusedError, ConfigError, EnvError, UnsupportedActionError
 from ..geometry import viewport_mapping
 from .base import ActionOutcome, Element, Environment, Observation
@@ -187,6 +189,22 @@ def normalize_url(url: str) -> str:
     if not parts.hostname:
         raise ActionRefusedError(f"cannot open {url[:80]!r}: the URL has no host name")
     return text
+
+
+def normalize_start_url(url: str) -> str:
+    """The page a user asked to start on: what `normalize_url` allows, or a local file.
+
+    A `file:` URL is the user's choice only (test pages, MiniWoB++ ...); the model's own
+    goto stays http(s)-only. A missing file is a ConfigError naming it.
+    """
+    text = url.strip()
+    parts = urlsplit(text)
+    if parts.scheme.lower() != "file":
+        return normalize_url(text)
+    path = Path(url2pathname(parts.path))
+    if not path.is_file():
+        raise ConfigError(f"start URL {url!r}: no such file {path}")
+    return parts._replace(scheme="file").geturl()  # as the browser reports it: lower case
 
 
 def wheel_delta(direction: str, amount: int) -> tuple[float, float]:
@@ -381,6 +399,7 @@ class _WebCore:
         self.page = page
         self.context = page.context
         self.allowed = normalize_allowed_domains(allowed_domains)
+        self.start_file: str | None = None  # the user's local start page (a file: URL)
         self.set_of_marks = set_of_marks  # None: off until an agent's dialect needs labels
         self.allow_file_chooser = allow_file_chooser
         self.stability_timeout = stability_timeout
@@ -462,12 +481,17 @@ class _WebCore:
 
     def route(self, route: Any, request: Any) -> Plan:
         """Route handler plan: abort navigations to hosts outside the allow-list."""
-        if request.is_navigation_request() and not url_allowed(request.url, self.allowed):
+        if request.is_navigation_request() and not self.may_visit(request.url):
             logger.warning("blocked navigation to %s (not in allowed_domains)", request.url)
             self._blocked.append(request.url)
             yield route.abort("blockedbyclient")
         else:
             yield route.fallback()
+
+    def may_visit(self, url: str) -> bool:
+        """Whether the page may be at `url`: allowed_domains, or the user's local start
+        page (a file has no host for the allow-list to judge)."""
+        return url == self.start_file or url_allowed(url, self.allowed)
 
     # -- pages -------------------------------------------------------------------------
     def live_page(self) -> Any:
@@ -618,7 +642,7 @@ class _WebCore:
             notes.append("a file chooser opened; it is available as env.file_chooser")
         blocked = self._blocked[marks.blocked:]
         for page in [p for p in self._new_pages[marks.pages:] if not p.is_closed()]:
-            if blocked and (page.url in ("", "about:blank") or not url_allowed(page.url, self.allowed)):
+            if blocked and (page.url in ("", "about:blank") or not self.may_visit(page.url)):
                 yield page.close()  # a popup whose navigation was blocked
                 continue
             self.page = page
@@ -631,7 +655,7 @@ class _WebCore:
             # The blocked navigation left Chromium's error page; return to where we were.
             yield page.go_back(wait_until="commit")
             yield from self.wait_stable()
-        elif not url_allowed(page.url, self.allowed):
+        elif not self.may_visit(page.url):
             # e.g. a server redirect, which route interception does not see
             where = page.url
             yield page.go_back(wait_until="commit")
@@ -731,8 +755,9 @@ class _WebCore:
         yield page.mouse.wheel(dx, dy)
 
     def _goto(self, page: Any, action: Any, resolve: Resolver, outcome: ActionOutcome) -> Plan:
-        url = normalize_url(action.url)
-        if not url_allowed(url, self.allowed):
+        # http(s) only, but for the user's own local start page
+        url = action.url if action.url == self.start_file else normalize_url(action.url)
+        if not self.may_visit(url):
             raise ActionRefusedError(
                 f"{url} is outside allowed_domains {list(self.allowed or ())}; not opened"
             )
@@ -843,6 +868,13 @@ class _WebEnvShared:
         """The last file chooser an action opened (only with allow_file_chooser=True)."""
         return self._core.file_chooser
 
+    def _start_at(self, url: str) -> Goto:
+        """The goto that opens the user's start page (`normalize_start_url`)."""
+        url = normalize_start_url(url)
+        if urlsplit(url).scheme.lower() == "file":
+            self._core.start_file = url
+        return Goto(url=url)
+
     def enable_element_labels(self) -> bool:
         """Turn set-of-marks labels on (an Agent does this for a dialect that names elements
         by label); ConfigError if they were turned off with `set_of_marks=False`."""
@@ -910,10 +942,9 @@ class WebEnv(_WebEnvShared, Environment):
         stability_timeout: float = 5.0, rewrite_selects: bool = True,
         browser_args: Iterable[str] = (),
     ) -> WebEnv:
-        """Start Chromium with one page of `viewport` CSS pixels and open `url` if given."""
+        """Start Chromium with one page of `viewport` CSS pixels and open `url` if given
+        (http(s), or a local `file:` URL: see `normalize_start_url`)."""
         from playwright.sync_api import sync_playwright
-
-        from ..actions import Goto
 
         playwright = sync_playwright().start()
         env: WebEnv = drive_sync(open_env_plan(
@@ -926,7 +957,7 @@ class WebEnv(_WebEnvShared, Environment):
         ))
         if url is not None:
             try:
-                env.execute(Goto(url=url))
+                env.execute(env._start_at(url))
             except BaseException:
                 env.close()
                 raise
