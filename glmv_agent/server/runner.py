@@ -63,13 +63,16 @@ class GuardedH11Protocol(H11Protocol):
 
     The timer runs whenever the connection has no request in progress (new connection, or
     idle after a response): a client must deliver a complete request line and headers
-    within `header_timeout_s`, whatever uvicorn's keep-alive timer does."""
+    within `header_timeout_s`, whatever uvicorn's keep-alive timer does. A connection that
+    sent part of a request gets a 408; an idle one is just closed (an unsolicited response
+    on a keep-alive connection could be read as the answer to the client's next request)."""
 
     header_timeout_s = 10.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._partial_head = False
         self._arm_head_timer()
 
     def _arm_head_timer(self) -> None:
@@ -87,16 +90,19 @@ class GuardedH11Protocol(H11Protocol):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if not self._in_request() and not self.transport.is_closing():
-            self.transport.write(_json_error(408, "Request Timeout", "the request line and headers did "
-                                             f"not arrive within {self.header_timeout_s:g} s"))
+            if self._partial_head:
+                self.transport.write(_json_error(408, "Request Timeout", "the request line and headers did "
+                                                 f"not arrive within {self.header_timeout_s:g} s"))
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if not self._in_request():
             self._arm_head_timer()
+            self._partial_head = True
         super().data_received(data)
         if self._in_request():
             self._disarm_head_timer()
+            self._partial_head = False
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
