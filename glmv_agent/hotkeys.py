@@ -73,6 +73,9 @@ class HotkeyListener:
             from Xlib import X, XK, display as xdisplay
             from Xlib.error import CatchError
 
+            from .envs._xvfb import quiet_xlib_auth
+
+            quiet_xlib_auth()
             conn = xdisplay.Display(self.display_name)
         except Exception as exc:  # no python-xlib, or the display is unreachable
             self._error = exc

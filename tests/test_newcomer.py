@@ -4,6 +4,7 @@ exit codes and terminal output, and the small contracts a Python user relies on.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -232,3 +233,37 @@ def test_a_local_start_page_is_the_users_choice_not_the_models(tmp_path: Path) -
         assert env.observe().url == start.as_uri()
     with pytest.raises(ConfigError, match="no such file"):
         WebEnv.launch((tmp_path / "missing.html").as_uri())
+
+
+# ----------------------------------------------------------------------------- desktop noise
+
+
+def test_desktop_processes_print_no_xauth_warnings(tmp_path: Path) -> None:
+    """python-xlib prints "Xlib.xauth: warning, no xauthority details available" on every
+    X connection when ~/.Xauthority has no entries (as on Xvfb); none of it may show."""
+    import shutil
+
+    from glmv_agent.envs._xvfb import VirtualDisplay
+
+    if shutil.which("Xvfb") is None or importlib.util.find_spec("pyautogui") is None:
+        pytest.skip("needs Xvfb and pyautogui")  # (importing pyautogui needs a display)
+    code = (
+        "from glmv_agent.actions import Hover, Point, Target\n"
+        "from glmv_agent.envs import DesktopEnv\n"
+        "from glmv_agent.hotkeys import HotkeyListener\n"
+        "env = DesktopEnv()\n"
+        "observation = env.observe()\n"
+        "env.execute(Hover(target=Target(point=Point(x=0.5, y=0.5))))\n"
+        "with HotkeyListener(lambda name: None):\n"
+        "    pass\n"
+        "print('done', observation.size)\n"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".Xauthority").write_bytes(b"")  # what ensure_xauthority() leaves
+    with VirtualDisplay(640, 480) as display:
+        done = _python(code, DISPLAY=display.name, HOME=str(home),
+                       XAUTHORITY=str(home / ".Xauthority"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "done (640, 480)", done.stdout
+    assert "Xlib" not in done.stdout + done.stderr

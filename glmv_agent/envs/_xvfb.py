@@ -45,6 +45,29 @@ def ensure_xauthority() -> None:
         path.touch()
 
 
+def quiet_xlib_auth() -> None:
+    """Send python-xlib's authority-file notices to the log instead of stdout.
+
+    python-xlib `print()`s "Xlib.xauth: warning, no xauthority details available" on every
+    X connection when the file has no entries, which is normal for Xvfb and for the empty
+    file `ensure_xauthority` creates: every desktop process printed it two or three times.
+    Its module calls the builtin `print`; a module-level `print` shadows it for that
+    module only. Idempotent; does nothing without python-xlib.
+    """
+    try:
+        import Xlib.xauth as xauth
+    except ImportError:
+        return
+    xauth.print = _log_xauth_notice  # type: ignore[attr-defined]
+
+
+def _log_xauth_notice(*parts: object, **_: object) -> None:
+    text = " ".join(str(part) for part in parts)
+    # "no xauthority details" is routine; "failed to parse" means a damaged file.
+    logging.getLogger("Xlib.xauth").log(
+        logging.WARNING if "failed" in text else logging.DEBUG, "%s", text)
+
+
 class VirtualDisplay:
     """Start `Xvfb :N -screen 0 WxHx24` on a free display number; stop it on exit."""
 

@@ -41,10 +41,11 @@ from ..errors import (
 )
 from ..geometry import ScreenMapping
 from . import keys as keymap
-from ._xvfb import ensure_xauthority
+from ._xvfb import ensure_xauthority, quiet_xlib_auth
 from .base import ActionOutcome, Environment, Observation
 
 logger = logging.getLogger(__name__)
+quiet_xlib_auth()  # before pyautogui's import opens its X connection
 
 TypingMode = Literal["auto", "pyautogui", "xdotool", "clipboard"]
 _TYPING_MODES = ("auto", "pyautogui", "xdotool", "clipboard")
