@@ -387,6 +387,20 @@ def test_many_slow_sockets_are_all_closed(locked: Served) -> None:
     assert httpx.get(locked.url + "/health").status_code == 200  # and still serves
 
 
+def test_connections_beyond_the_limit_get_a_json_503(engine: Glm4vEngine) -> None:
+    with running_server(engine, ServerConfig(model_name=MODEL, max_connections=4)) as served:
+        port = int(served.url.rsplit(":", 1)[1])
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        try:
+            wait_until(lambda: _raw(served, b"").startswith(b"HTTP/1.1 503"), "no 503 beyond the limit")
+            got, body = _json_response(_raw(served, b""))
+            assert got == 503 and "too many open connections" in body["error"]["message"]
+        finally:
+            for sock in held:
+                sock.close()
+        wait_until(lambda: _answers(served.url + "/health"), "the server did not recover")
+
+
 # ----------------------------------------------------------------------------- limits
 
 

@@ -45,7 +45,7 @@ def is_public_address(ip: IPAddress) -> bool:
 
 def resolve_host(host: str, port: int) -> list[str]:
     """Every address `host` resolves to (the system resolver, as a connection would use)."""
-    return sorted({info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
 
 
 @dataclass(frozen=True)

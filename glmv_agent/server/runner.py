@@ -5,7 +5,7 @@ one-line error in a second, not a traceback after minutes of loading; uvicorn th
 on that very socket. uvicorn has a keep-alive timeout but none for a request that never
 finishes its headers, and answers malformed requests in plain text; `GuardedH11Protocol`
 adds a header timeout (408) and answers protocol errors (bad request line, bad
-Content-Length) in the same JSON shape as every other error.
+Content-Length, too many connections) in the same JSON shape as every other error.
 """
 
 from __future__ import annotations
@@ -68,11 +68,16 @@ class GuardedH11Protocol(H11Protocol):
     on a keep-alive connection could be read as the answer to the client's next request)."""
 
     header_timeout_s = 10.0
+    max_connections = 128
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_timer: asyncio.TimerHandle | None = None
         self._partial_head = False
+        if len(self.connections) > self.max_connections:  # uvicorn's own limit answers in plain text
+            transport.write(_json_error(503, "Service Unavailable", "too many open connections; retry later"))
+            transport.close()
+            return
         self._arm_head_timer()
 
     def _arm_head_timer(self) -> None:
@@ -120,8 +125,8 @@ class GuardedH11Protocol(H11Protocol):
 
 def uvicorn_server(app: Any, config: ServerConfig, *, log_level: str = "info") -> uvicorn.Server:
     """A uvicorn Server for `app` with this config's timeouts (call `.run(sockets=[sock])`)."""
-    protocol = type("GuardedH11", (GuardedH11Protocol,), {"header_timeout_s": config.header_timeout_s})
+    protocol = type("GuardedH11", (GuardedH11Protocol,), {"header_timeout_s": config.header_timeout_s,
+                                                          "max_connections": config.max_connections})
     settings = uvicorn.Config(app, http=protocol, timeout_keep_alive=config.keep_alive_s,
-                              limit_concurrency=config.max_connections, log_level=log_level,
-                              server_header=False)
+                              log_level=log_level, server_header=False)
     return uvicorn.Server(settings)
