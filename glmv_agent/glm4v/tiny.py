@@ -46,14 +46,23 @@ def write_tiny_checkpoint(directory: str | Path, *, text_hidden: int = 64, text_
                           heads: int = 4, kv_heads: int = 2, intermediate: int = 128,
                           vision_hidden: int = 32, vision_depth: int = 2,
                           vision_heads: int | None = None, vision_intermediate: int | None = None,
-                          vocab_size: int = 2048, image_size: int = 56,
+                          vocab_size: int = 2048, embedding_rows: int | None = None,
+                          image_size: int = 56,
                           dtype: torch.dtype | str = torch.float32, shards: int = 2, seed: int = 0,
                           config_format: str = "nested") -> Path:
-    """Write a random checkpoint to `directory` and return the directory."""
+    """Write a random checkpoint to `directory` and return the directory.
+
+    vocab_size: tokens of the tokenizer. embedding_rows: rows of the embedding and LM head
+    (config.json's vocab_size; default vocab_size); more leaves padding ids that no token
+    has, as the real GLM-4.1V checkpoint does (151552 rows).
+    """
     if config_format not in ("nested", "flat"):
         raise ValueError(f"config_format must be 'nested' or 'flat', got {config_format!r}")
     if vocab_size <= _NUM_SPECIAL:
         raise ValueError(f"vocab_size must exceed {_NUM_SPECIAL} (the special tokens)")
+    rows = vocab_size if embedding_rows is None else embedding_rows
+    if rows < vocab_size:
+        raise ValueError(f"embedding_rows ({rows}) must be at least vocab_size ({vocab_size})")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     torch_dtype = resolve_dtype(dtype)
@@ -65,7 +74,7 @@ def write_tiny_checkpoint(directory: str | Path, *, text_hidden: int = 64, text_
     section = [t_sec, h_sec, half - t_sec - h_sec]  # [8, 12, 12] at real width
 
     text = {
-        "vocab_size": vocab_size, "hidden_size": text_hidden, "intermediate_size": intermediate,
+        "vocab_size": rows, "hidden_size": text_hidden, "intermediate_size": intermediate,
         "num_hidden_layers": text_layers, "num_attention_heads": heads,
         "num_key_value_heads": kv_heads, "hidden_act": "silu", "rms_norm_eps": 1e-5,
         "max_position_embeddings": 65536, "attention_bias": True,

@@ -129,12 +129,16 @@ class Glm4vTokenizer:
         return [enc.ids for enc in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """The text of `ids`. An id the tokenizer has no token for decodes to "", as in
+        transformers and vLLM: checkpoints have more embedding rows than tokens (GLM-4.1V:
+        151552 rows), and a model can sample one of those padding rows."""
         ids = [int(i) for i in ids]
+        negative = [i for i in ids if i < 0]
+        if negative:
+            raise InputError(f"token ids must not be negative, got {negative[:5]}")
         size = self.vocab_size
-        bad = [i for i in ids if not 0 <= i < size]
-        if bad:
-            raise InputError(f"token ids {bad[:5]} are outside the vocabulary (0..{size - 1})")
-        return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
+        known = [i for i in ids if i < size]
+        return self._tok.decode(known, skip_special_tokens=skip_special_tokens)
 
     def stream_decoder(self, skip_special_tokens: bool = False) -> "StreamDecoder":
         return StreamDecoder(self, skip_special_tokens=skip_special_tokens)
