@@ -24,6 +24,7 @@ questions (confirmations, take-overs) through the `confirm` / `on_take_over` cal
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
 import time
@@ -36,6 +37,8 @@ from .actions import BaseAction
 from .backends import make_backend
 from .envs.base import ActionOutcome, Environment, Observation
 from .errors import ActionRefusedError, ConfigError, EnvError, GlmvAgentError, StoppedError
+
+logger = logging.getLogger(__name__)
 
 ConfirmPolicy = Literal["ask", "allow", "deny"]
 # A screen rectangle (left, top, width, height) in the environment's coordinates.
@@ -305,6 +308,10 @@ class DesktopAssistant:
             except GlmvAgentError as exc:
                 self.output(f"error: {exc}")
                 self.events.failed(str(exc))
+            except Exception as exc:  # a bug: say so in the front end, keep the session alive
+                logger.exception("assistant task failed")
+                self.output(f"error: {type(exc).__name__}: {exc}")
+                self.events.failed(f"{type(exc).__name__}: {exc}")
             finally:
                 self.events.task_finished(result)
 

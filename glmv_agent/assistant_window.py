@@ -46,7 +46,7 @@ from .envs.base import Observation
 from .errors import EnvError, GlmvAgentError
 
 TITLE = "glmv-agent"
-DEFAULT_SIZE = (440, 560)
+DEFAULT_SIZE = (500, 560)
 THUMBNAIL = (96, 54)
 CROP_RADIUS = 120  # screen pixels around the target shown in the confirmation dialog
 POLL_MS = 25
@@ -91,10 +91,10 @@ def target_crop(screenshot: Image.Image, pixel: tuple[float, float] | None) -> I
 
 
 def step_timing(timings: dict[str, float]) -> str:
-    """'model 1.2s  act 0.3s' from a step record's timings."""
+    """'model 1.2s · act 0.3s' from a step record's timings."""
     parts = [f"{label} {timings[key]:.1f}s" for key, label in
-             (("model", "model"), ("execute", "act"), ("total", "total")) if key in timings]
-    return "  ".join(parts)
+             (("model", "model"), ("execute", "act")) if key in timings]
+    return " · ".join(parts)
 
 
 class AssistantWindow(AssistantEvents):
@@ -185,9 +185,9 @@ class AssistantWindow(AssistantEvents):
         self.steps.heading("#0", text="step")
         self.steps.heading("action", text="action")
         self.steps.heading("outcome", text="outcome / time")
-        self.steps.column("#0", width=THUMBNAIL[0] + 50, stretch=False)
-        self.steps.column("action", width=160)
-        self.steps.column("outcome", width=120)
+        self.steps.column("#0", width=THUMBNAIL[0] + 34, stretch=False)
+        self.steps.column("action", width=190)
+        self.steps.column("outcome", width=160)
         self.steps.pack(fill="both", expand=True, padx=6, pady=4)
 
         self.thinking_shown = tk.BooleanVar(value=False)
@@ -468,7 +468,7 @@ class AssistantWindow(AssistantEvents):
 
         image = thumbnail(observation.screenshot) if observation is not None else None
         action = describe_action(record.action) if record.action else "-"
-        outcome = f"{record.outcome}  {step_timing(record.timings)}"
+        outcome = f"{record.outcome} · {step_timing(record.timings)}"
 
         def show() -> None:
             photo = None
