@@ -336,3 +336,18 @@ def test_cli_opens_the_window_and_runs_a_typed_task(display: VirtualDisplay, app
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_cli_terminal_flag_keeps_the_prompt(display: VirtualDisplay, tmp_path: Path) -> None:
+    replay = tmp_path / "answers.json"
+    replay.write_text(json.dumps(["<answer>Two pads</answer>"]))
+    done = subprocess.run(
+        [sys.executable, "-m", "glmv_agent.cli", "assistant", "--terminal", "--model", str(replay),
+         "--no-hotkeys", "--trace-dir", str(tmp_path / "traces")],
+        input="help\nquit\n", capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DISPLAY": display.name})
+    assert done.returncode == 0, done.stderr
+    assert "pause/resume/stop/quit" in done.stdout
+    no_window = subprocess.run(["xdotool", "search", "--name", "^glmv-agent$"], capture_output=True,
+                               text=True, env={**os.environ, "DISPLAY": display.name})
+    assert no_window.stdout.strip() == ""
