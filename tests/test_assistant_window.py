@@ -351,3 +351,13 @@ def test_cli_terminal_flag_keeps_the_prompt(display: VirtualDisplay, tmp_path: P
     no_window = subprocess.run(["xdotool", "search", "--name", "^glmv-agent$"], capture_output=True,
                                text=True, env={**os.environ, "DISPLAY": display.name})
     assert no_window.stdout.strip() == ""
+
+
+def test_take_over_request_waits_for_continue(display: VirtualDisplay, tmp_path: Path) -> None:
+    with RunningWindow(display, [], tmp_path) as running:
+        assert running.ask("take_over", message="Log in to the bank, then continue") == "asked"
+        shown = running.wait_for(lambda s: s["dialog"] == "glmv-agent: Take over")
+        assert shown["dialog_image"] is None
+        running.click("Continue")
+        assert running._read() == {"event": "continued"}
+        running.wait_for(lambda s: s["dialog"] is None)

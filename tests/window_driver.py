@@ -11,7 +11,8 @@ Commands: {"cmd": "snapshot"} (what the window shows), {"cmd": "point", "name": 
 screen centre of a button, a dialog button or "entry"), {"cmd": "set", "name": "task" |
 "seconds", "value": ...}, {"cmd": "sent"} (save the media the model received, return its
 parts), {"cmd": "results"}, {"cmd": "opened"} (URLs the Report button opened),
-{"cmd": "close"}.
+{"cmd": "take_over", "message": ...} (answers "asked", then {"event": "continued"} once the
+dialog's Continue was pressed), {"cmd": "close"}.
 """
 
 from __future__ import annotations
@@ -95,6 +96,12 @@ def main() -> int:
                 result = window.call(results, [], 10)
             elif command == "opened":
                 result = list(opened)
+            elif command == "take_over":  # as the agent's worker thread would call it
+                def ask_and_report(message: str = request["message"]) -> None:
+                    window.take_over(message)
+                    reply({"event": "continued"})
+                threading.Thread(target=ask_and_report, daemon=True).start()
+                result = "asked"
             else:
                 result = {"error": f"unknown command {command}"}
             reply({"result": result})
