@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from .errors import ConfigError
+
 Status = Literal["ok", "warn", "fail"]
 
 
@@ -54,6 +56,15 @@ def check_torch() -> Check:
     except ImportError:
         return Check("torch", "warn", "not installed (needed for the in-process engine)",
                      'pip install torch, then pip install "glmv-agent[local]"')
+    from .glm4v import MIN_TORCH, require_torch
+
+    try:
+        require_torch(torch.__version__)
+    except ConfigError:
+        # Like a missing torch: only the in-process engine needs it.
+        return Check("torch", "warn", f"{torch.__version__} is too old for the in-process "
+                     f"engine (needs {MIN_TORCH} or newer)",
+                     f'pip install "torch>={MIN_TORCH}" (the build for your hardware)')
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
         memory = torch.cuda.get_device_properties(0).total_memory / 2**30

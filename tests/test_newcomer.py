@@ -267,3 +267,28 @@ def test_desktop_processes_print_no_xauth_warnings(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == "done (640, 480)", done.stdout
     assert "Xlib" not in done.stdout + done.stderr
+
+
+# ----------------------------------------------------------------------------- torch floor
+
+
+def test_the_torch_floor_is_what_the_engine_needs() -> None:
+    """text.py calls SDPA with enable_gqa=True (torch 2.5); pyproject must not promise less,
+    and an older torch must fail with a clear error, not a TypeError deep in attention."""
+    tomllib = pytest.importorskip("tomllib")
+    import re
+
+    from glmv_agent.errors import ConfigError
+    from glmv_agent.glm4v import MIN_TORCH, require_torch
+
+    assert MIN_TORCH == "2.5"
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    floors = [re.fullmatch(r"torch>=([\d.]+)", dep) for dep in extras["local"]]
+    assert [m.group(1) for m in floors if m] == [MIN_TORCH]
+    assert f"torch >= {MIN_TORCH}" in (ROOT / "README.md").read_text()
+    for old in ("2.4.1", "2.3.0+cpu", "1.13.1"):
+        with pytest.raises(ConfigError, match=r"torch >= 2\.5.*pip install"):
+            require_torch(old)
+    for new in ("2.5.0", "2.13.0+cpu", "2.6.0a0+git1234", "3.0"):
+        require_torch(new)
+    require_torch()  # the installed one

@@ -6,8 +6,31 @@ piece is actually used (the processor side works without it).
 
 from __future__ import annotations
 
+import re
 from importlib import import_module
 from typing import Any
+
+from ..errors import ConfigError
+
+# The oldest torch the engine runs on: text attention calls
+# F.scaled_dot_product_attention(..., enable_gqa=True), new in torch 2.5. pyproject's
+# `local` extra says the same (tests/test_newcomer.py keeps the two equal).
+MIN_TORCH = "2.5"
+
+
+def require_torch(version: str | None = None) -> None:
+    """ConfigError unless `version` (default: the installed torch's) is at least MIN_TORCH."""
+    if version is None:
+        import torch
+
+        version = torch.__version__
+    found = re.match(r"(\d+)\.(\d+)", version)
+    floor = tuple(int(part) for part in MIN_TORCH.split("."))
+    if found is None or tuple(int(part) for part in found.groups()) < floor:
+        raise ConfigError(
+            f"the GLM-4.1V engine needs torch >= {MIN_TORCH}, found {version}; "
+            f'pip install "torch>={MIN_TORCH}" (the build for your hardware)'
+        )
 
 _LAZY = {
     "load_model": ".loading",
@@ -40,4 +63,4 @@ def __getattr__(name: str) -> Any:
     return getattr(import_module(module, __name__), name)
 
 
-__all__ = list(_LAZY)
+__all__ = ["MIN_TORCH", "require_torch", *_LAZY]

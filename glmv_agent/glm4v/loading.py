@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from . import require_torch
 from .config import Glm4vConfig
 from .model import Glm4vModel
 from .rope import text_inv_freq
@@ -189,6 +190,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
     mmap: on CPU, tensors already stored in `dtype` become views of the memory-mapped shards
     (no copy, no load-time RSS); False copies every tensor into private memory instead.
     """
+    require_torch()
     directory = Path(path)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory does not exist")
