@@ -40,7 +40,7 @@ from .errors import (
 )
 from .messages import Message
 from .policy import Policy
-from .secrets import MaskingFilter, SecretVault
+from .secrets import SecretVault, activate, deactivate
 from .trace import Attempt, RunInfo, StepRecord, TraceReader, TraceWriter, prompt_summary
 from .trace import HISTORY_OUTCOMES, UNEXECUTED_OUTCOMES, history_observation, screenshot_name
 from .trace import quarantine_torn_tail
@@ -85,7 +85,12 @@ class Agent:
     directory or a replay file. Limits: `max_steps` (model answers), `max_actions`
     (executed actions; the run ends as "success" after that many, e.g. 1 for "do exactly
     one thing"), `step_timeout` / `model_timeout` (seconds), `max_parse_retries`,
-    `loop_limit` (the same action on an unchanged screen). A sensitive action is executed
+    `loop_limit` (the same action on an unchanged screen). After an action the environment
+    waits until its screen is ready (web: page stable; desktop/phone: frames unchanged);
+    `settle_time` adds a fixed wait on top, for apps that change after looking still.
+    Every step record's `timings` has the phases (observe, prompt, model with
+    model_ttft / model_thinking_end when the backend streams, parse, policy, execute,
+    settle, record, total). A sensitive action is executed
     only if `confirm(action, step)` returns True; without `confirm` it is denied, and with
     `stop_on_denial=True` a denial ends the run as "refused".
 
@@ -113,7 +118,7 @@ class Agent:
         model_timeout: float | None = None,
         max_parse_retries: int = 2,
         loop_limit: int | None = 3,
-        settle_time: float = 0.5,
+        settle_time: float | None = None,
         confirm: ConfirmCallback | None = None,
         on_take_over: TakeOverCallback | None = None,
         on_text: Callable[[str], None] | None = None,
@@ -136,6 +141,8 @@ class Agent:
         for name, value in (("step_timeout", step_timeout), ("model_timeout", model_timeout)):
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be positive seconds or None, got {value}")
+        if settle_time is not None and not settle_time >= 0:
+            raise ConfigError(f"settle_time must be >= 0 seconds or None, got {settle_time}")
         self.env = env
         self.family = family
         self.platform: Platform = platform or env.platform
@@ -176,7 +183,6 @@ class Agent:
         self._pause_released = threading.Event()
         self._pause_released.set()
         self._stop_requested = threading.Event()
-        self._log_filter = MaskingFilter(self.vault)
         self.reset()
 
     # -- configuration helpers -------------------------------------------------------------
@@ -391,7 +397,9 @@ class Agent:
                 f"{type(self.env).__name__} gave no element list (observation.elements is "
                 "None); use an environment that labels elements, e.g. WebEnv"
             )
+        t = time.monotonic()
         self._record_observation(record, observation)
+        record.timings["record"] = time.monotonic() - t
         dialog = observation.extra.get("dialog")
         if isinstance(dialog, dict):  # a page dialog the web env dismissed since the last step
             self._notes.append(
@@ -399,11 +407,17 @@ class Agent:
                 f"dialog {dialog.get('message', '')!r}, which was dismissed (Cancel)."
             )
 
+        t = time.monotonic()
         history = self._history
         if not self.dialect.shows_unexecuted():
             history = [item for item in history if item.executed]
         messages = self.dialect.build_messages(self._task_text(), observation, history)
         messages = self._with_notes(messages)
+        record.timings["prompt"] = time.monotonic() - t
+        if self._writer is not None:
+            # The last step is on disk before the model is asked again (crash safety);
+            # by now the writer is long done with it, so this rarely waits.
+            self._writer.wait_for_steps()
         step = self._ask(messages, record, deadline)
         self._notes = []  # shown to the model (kept if the call failed: resume shows them)
         if step is None:
@@ -422,8 +436,11 @@ class Agent:
         if record.outcome in ("executed", "dry_run") and not step.action.agent_side:
             if self.max_actions is not None and self._actions >= self.max_actions:
                 self._finish("success")
-            if not self.dry_run and self.settle_time > 0:
+            if not self.dry_run and self.settle_time:
+                t = time.monotonic()
                 self._stop_requested.wait(self.settle_time)
+                record.timings["settle"] = (record.timings.get("settle", 0.0)
+                                            + time.monotonic() - t)
 
     def _act(self, step: Step, observation: Observation, record: StepRecord,
              deadline: float | None) -> None:
@@ -443,21 +460,24 @@ class Agent:
             # execute, but it belongs to the history like any executed step.
             record.outcome, record.detail = "executed", "recorded (no environment action)"
             return
-        if self._is_loop(action, observation, record):
-            return
+        t = time.monotonic()
         try:
+            if self._is_loop(action, observation, record):
+                return
             self.policy.check(action, observation, self.env.supported_actions())
+            record.sensitive = self.policy.sensitivity(action, step, observation)
         except ActionError as exc:
             self._reject(record, "refused", f"refused: {exc}",
                          f"Your action {action.type!r} was not executed: {exc}")
             return
+        finally:
+            record.timings["policy"] = time.monotonic() - t
         # Checked before asking the human: time spent confirming is not the model's fault.
         if deadline is not None and time.monotonic() > deadline:
             raise BackendError(
                 f"step {record.index} took longer than step_timeout={self.step_timeout}s "
                 "before its action could run; nothing was executed (raise step_timeout)"
             )
-        record.sensitive = self.policy.sensitivity(action, step, observation)
         if record.sensitive and not self.dry_run and not self._confirmed(action, step, record):
             return
         self._execute(action, observation, record)
@@ -469,17 +489,21 @@ class Agent:
              deadline: float | None) -> Step | None:
         """Ask the model, re-asking on unparseable answers; None if it never parsed."""
         current = messages
-        record.timings["model"] = 0.0
+        record.timings["model"] = record.timings["parse"] = 0.0
         for attempt in range(self.max_parse_retries + 1):
+            t = time.monotonic()
             sent = self.vault.mask_messages(current)
             if attempt == 0:
                 record.prompt = prompt_summary(sent, self._image_names)
+            record.timings["prompt"] = record.timings.get("prompt", 0.0) + time.monotonic() - t
             t = time.monotonic()
-            text = self._call_model(sent, deadline)
+            text = self._call_model(sent, deadline, record.timings)
             record.timings["model"] += time.monotonic() - t
+            t = time.monotonic()
             try:
                 step = self.dialect.parse(text)
             except ParseError as exc:
+                record.timings["parse"] += time.monotonic() - t
                 logger.warning("step %d: unparseable answer (%s)", record.index, exc)
                 record.attempts.append(Attempt(response=text, error=str(exc),
                                                expected=exc.expected))
@@ -488,12 +512,14 @@ class Agent:
                     record.retries = attempt + 1
                     current = self.dialect.retry_messages(messages, text, exc.expected or str(exc))
                 continue
+            record.timings["parse"] += time.monotonic() - t
             record.response = text
             record.error = None
             return step
         return None
 
-    def _call_model(self, messages: list[Message], deadline: float | None) -> str:
+    def _call_model(self, messages: list[Message], deadline: float | None,
+                    timings: dict[str, float]) -> str:
         timeout = self.model_timeout
         if deadline is not None:
             left = max(0.001, deadline - time.monotonic())
@@ -501,9 +527,9 @@ class Agent:
         started = time.monotonic()
         try:
             if timeout is None:
-                text = self._generate(messages)
+                text = self._generate(messages, timings)
             else:
-                text = _call_with_timeout(lambda: self._generate(messages), timeout)
+                text = _call_with_timeout(lambda: self._generate(messages, timings), timeout)
         finally:
             self._model_time += time.monotonic() - started
         if not isinstance(text, str):
@@ -512,14 +538,29 @@ class Agent:
             )
         return text
 
-    def _generate(self, messages: list[Message]) -> str:
-        """The model's answer; streamed through `on_text` as it is generated, if set."""
-        if self.on_text is None:
+    def _generate(self, messages: list[Message], timings: dict[str, float]) -> str:
+        """The model's answer, streamed (through `on_text` if set) so that the time to the
+        first text (`model_ttft`) and to the end of the thinking (`model_thinking_end`)
+        are known; of the last attempt when the model was re-asked."""
+        stream = getattr(self.backend, "stream", None)
+        if stream is None:  # a protocol backend with `complete` only
             return self.backend.complete(messages, **self.generation)
+        started = time.monotonic()
         parts: list[str] = []
-        for delta in self.backend.stream(messages, **self.generation):
+        tail: str | None = ""  # the end of the text so far: "</think>" may arrive split over deltas
+        for delta in stream(messages, **self.generation):
+            if not delta:
+                continue
+            if not parts:
+                timings["model_ttft"] = time.monotonic() - started
             parts.append(delta)
-            self.on_text(self.vault.mask(delta))
+            if tail is not None:
+                tail = (tail + delta)[-64:]
+                if "</think>" in tail:
+                    timings["model_thinking_end"] = time.monotonic() - started
+                    tail = None
+            if self.on_text is not None:
+                self.on_text(self.vault.mask(delta))
         return "".join(parts)
 
     def _agent_action(self, action: BaseAction, record: StepRecord, observation: Observation,
@@ -600,12 +641,14 @@ class Agent:
     def _execute(self, action: BaseAction, observation: Observation, record: StepRecord) -> None:
         real = self.vault.reveal(action)  # the only place a secret value exists
         t = time.monotonic()
+        settle = 0.0
         try:
             if self.dry_run:
                 record.env_points = [self.env.resolve(tg, observation) for tg in action.targets()]
                 record.outcome, record.detail = "dry_run", "not executed (dry run)"
             else:
                 outcome = self.env.execute(real, observation)
+                settle = getattr(outcome, "settle_s", 0.0)
                 record.env_points = list(outcome.env_points)
                 record.outcome, record.detail = "executed", outcome.detail
         except ActionRefusedError as exc:
@@ -614,7 +657,9 @@ class Agent:
         except ActionError as exc:
             self._reject(record, "action_error", f"failed: {exc}",
                          f"Your action {action.type!r} failed: {exc}")
-        record.timings["execute"] = time.monotonic() - t
+        # The environment's wait for a ready screen is its own phase, not the action's.
+        record.timings["execute"] = time.monotonic() - t - settle
+        record.timings["settle"] = settle
 
     def _reject(self, record: StepRecord, outcome: str, detail: str, note: str) -> None:
         record.outcome, record.detail = outcome, detail
@@ -628,8 +673,7 @@ class Agent:
     def _begin(self) -> None:
         self._started = time.monotonic()
         self._stop_requested.clear()
-        if self.vault and self._log_filter not in logger.filters:
-            logger.addFilter(self._log_filter)
+        activate(self.vault)  # every glmv_agent.* log record is masked while the run lasts
         logger.info("task: %s", self._task)
 
     def _remaining_steps(self) -> Iterator[StepRecord]:
@@ -681,15 +725,16 @@ class Agent:
         }
         record.observation_text = observation.elements_text or observation.url or observation.app
         record.screenshot = self._register_image(observation.screenshot,
-                                                 screenshot_name(record.index))
+                                                 screenshot_name(record.index),
+                                                 observation.screenshot_png)
         if observation.marked_screenshot is not None:
             record.marked_screenshot = self._register_image(
                 observation.marked_screenshot, screenshot_name(record.index, marked=True)
             )
 
-    def _register_image(self, image: Image.Image, name: str) -> str:
+    def _register_image(self, image: Image.Image, name: str, png: bytes | None = None) -> str:
         if self._writer is not None:
-            self._writer.save_screenshot(image, name)
+            self._writer.save_screenshot(image, name, png)
         self._image_names[id(image)] = name
         self._image_refs.append(image)
         return name
@@ -753,15 +798,23 @@ class Agent:
         if self._writer is not None:
             self._writer.finish(self._status, self._answer, len(self._records), self._error)
         self._result = RunResult(
-            status=self._status, answer=self._answer, steps=list(self._records),
+            status=self._status, answer=self._answer, steps=self._masked_records(),
             trace_dir=str(self._writer.dir) if self._writer else None, error=self._error,
             timings={"total": time.monotonic() - self._started, "model": self._model_time,
                      "steps": [r.timings.get("total", 0.0) for r in self._records]},
         )
-        logger.removeFilter(self._log_filter)
         level = logging.INFO if self._status in FINISHED_STATUSES else logging.WARNING
         logger.log(level, "run ended: %s%s", self._status,
                    f" ({self._error})" if self._error else "")
+        deactivate(self.vault)
+
+    def _masked_records(self) -> list[StepRecord]:
+        """The step records as the trace has them: secrets masked in every field (the
+        observed URL of a GET form, page dialogs, typed text...)."""
+        if not self.vault:
+            return list(self._records)
+        return [StepRecord.model_validate(self.vault.mask_obj(r.model_dump(mode="json")))
+                for r in self._records]
 
 
 def screen_thumbnail(image: Image.Image) -> np.ndarray:

@@ -4,13 +4,25 @@ The user passes `secrets={"password": "hunter2"}` and tells the model (in the ta
 type the placeholder `{{password}}`. The agent substitutes the real value only when it
 executes the action, and masks every occurrence of a secret value as `***` in prompts,
 logs and traces.
+
+A secret leaves in more forms than its plain text: URL-encoded (a GET form puts it in the
+next page's URL), base64 (ADB Keyboard types base64 of the text), JSON- or HTML-escaped.
+`SecretVault.mask` hides each of those forms. Log records of every `glmv_agent.*` logger
+are masked when they are created (`activate`), so every handler sees only masked text,
+including handlers a user adds and loggers created later.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import json
 import logging
 import re
+import threading
+import weakref
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from .actions import BaseAction
 from .errors import ConfigError
@@ -38,8 +50,9 @@ class SecretVault:
                     "secret %r is shorter than 4 characters: masking it will also hide "
                     "unrelated text in prompts and traces", name)
         self._secrets = secrets
+        forms = {form for value in secrets.values() for form in leaked_forms(value)}
         # Longest first, so a secret containing another is masked whole.
-        self._values = sorted(set(secrets.values()), key=len, reverse=True)
+        self._values = sorted(forms, key=len, reverse=True)
 
     def __bool__(self) -> bool:
         return bool(self._secrets)
@@ -102,18 +115,79 @@ class SecretVault:
         return type(action).model_validate(data)
 
 
-class MaskingFilter(logging.Filter):
-    """A logging filter that masks secret values in formatted log messages."""
+# Shorter encoded pieces would mask unrelated text (base64 of 1-2 bytes is 2-3 characters).
+_MIN_FORM_LENGTH = 4
 
-    def __init__(self, vault: SecretVault) -> None:
-        super().__init__()
-        self.vault = vault
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.vault:
-            record.msg = self.vault.mask(record.getMessage())
-            record.args = None
-        return True
+def leaked_forms(value: str) -> set[str]:
+    """The secret as it may appear on its way out: plain, URL-encoded (%20 and + for
+    spaces), JSON- and HTML-escaped, and base64 at each of the three byte alignments it
+    can have inside a longer base64 text (only the characters that depend on the secret's
+    bytes alone, so the surrounding text does not matter)."""
+    forms = {value, quote(value, safe=""), quote_plus(value, safe=""), quote(value),
+             json.dumps(value)[1:-1], html.escape(value)}
+    data = value.encode("utf-8")
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + data).decode("ascii")
+        # Characters fully inside the secret's bytes: skip those sharing bits with the
+        # padding bytes in front and with whatever follows the secret.
+        first = -(-offset * 8 // 6)
+        last = (offset + len(data)) * 8 // 6
+        forms.add(encoded[first:last])
+    forms.add(base64.b64encode(data).decode("ascii"))  # the whole text is the secret
+    forms.add(base64.urlsafe_b64encode(data).decode("ascii"))
+    return {form for form in forms if len(form) >= min(_MIN_FORM_LENGTH, len(value))}
+
+
+# Vaults of the runs in progress; log records of glmv_agent.* are masked with all of them.
+_ACTIVE: weakref.WeakSet[SecretVault] = weakref.WeakSet()
+_ACTIVE_LOCK = threading.Lock()
+_FACTORY_INSTALLED = False
+_LOGGER_PREFIX = "glmv_agent"
+
+
+def activate(vault: SecretVault) -> None:
+    """Mask `vault`'s secrets in every glmv_agent.* log record from now on."""
+    global _FACTORY_INSTALLED
+    if not vault:
+        return
+    with _ACTIVE_LOCK:
+        _ACTIVE.add(vault)
+        if not _FACTORY_INSTALLED:
+            previous = logging.getLogRecordFactory()
+
+            def masked_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+                record = previous(*args, **kwargs)
+                if record.name == _LOGGER_PREFIX or record.name.startswith(_LOGGER_PREFIX + "."):
+                    _mask_record(record)
+                return record
+
+            logging.setLogRecordFactory(masked_record)
+            _FACTORY_INSTALLED = True
+
+
+def deactivate(vault: SecretVault) -> None:
+    with _ACTIVE_LOCK:
+        _ACTIVE.discard(vault)
+
+
+def _mask_record(record: logging.LogRecord) -> None:
+    vaults = list(_ACTIVE)
+    if not vaults:
+        return
+    text = record.getMessage()
+    for vault in vaults:
+        text = vault.mask(text)
+    record.msg, record.args = text, None
+    if record.exc_info:  # handlers would format the traceback later, unmasked
+        traceback_text = logging.Formatter().formatException(record.exc_info)
+        for vault in vaults:
+            traceback_text = vault.mask(traceback_text)
+        record.exc_text = traceback_text
+        record.exc_info = None
+    if record.stack_info:
+        for vault in vaults:
+            record.stack_info = vault.mask(record.stack_info)
 
 
 def _strings(obj: Any) -> list[str]:
