@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import itertools
 import logging
 import re
@@ -43,7 +42,7 @@ from .agent import Agent, RunResult
 from .backends.base import Backend
 from .dialects.base import Step
 from .envs.base import Environment
-from .errors import ConfigError, EnvError, InputError, TaskFailedError
+from .errors import EnvError, InputError, TaskFailedError
 from .page_agent import ASSERT_TASK, CLICK_TASK, QUERY_TASK, SUCCESS_STATUSES, verdict
 from .policy import Policy
 from .trace import StepRecord
@@ -93,7 +92,8 @@ class AgentSettings:
               max_steps: int | None = None, **options: Any) -> Agent:
         """An Agent on `env` with these settings (`options` override them)."""
         kwargs: dict[str, Any] = dict(
-            family=self.family, max_steps=max_steps or self.max_steps, dry_run=self.dry_run,
+            family=self.family, max_steps=self.max_steps if max_steps is None else max_steps,
+            dry_run=self.dry_run,
             confirm=self.confirm, trace_dir=trace_dir, **self.agent_options,
         )
         kwargs.update(options)
@@ -145,8 +145,21 @@ class Worker:
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.wrap_future(self._pool.submit(fn, *args))
 
+    def close_env_and_stop(self, env: Environment) -> None:
+        """Close `env` after the work in flight, then end the thread. Nothing is awaited,
+        so this holds even for a request that was cancelled mid-step."""
+        self._pool.submit(_close_logged, env)
+        self.shutdown()
+
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+def _close_logged(env: Environment) -> None:
+    try:
+        env.close()
+    except Exception:  # the run's result (or its error) matters more than the close
+        logger.warning("closing the environment failed", exc_info=True)
 
 
 class Session:
@@ -332,8 +345,12 @@ class SessionManager:
             raise InputError("a desktop session is already open (there is one screen); "
                              "use it or close it first")
         session = Session(f"s{next(self._ids)}", kind, self.settings)
-        await session.start(url)
-        self.sessions[session.id] = session
+        self.sessions[session.id] = session  # listed while it starts: one desktop at a time
+        try:
+            await session.start(url)
+        except BaseException:
+            del self.sessions[session.id]
+            raise
         return session
 
     def get(self, session_id: str) -> Session:
@@ -350,8 +367,12 @@ class SessionManager:
         await session.close()
 
     async def close_all(self) -> None:
+        """Close every session; one that fails to close does not keep the others open."""
         for session_id in list(self.sessions):
-            await self.close(session_id)
+            try:
+                await self.close(session_id)
+            except Exception:
+                logger.warning("closing session %s failed", session_id, exc_info=True)
 
     async def run_task(self, task: str, kind: str, url: str | None = None,
                        max_steps: int | None = None,
@@ -383,21 +404,15 @@ class SessionManager:
             if agent is not None and not agent.finished:
                 agent.stop()  # a cancelled request: end the run at its next step
             if env is not None:
-                await _close_quietly(worker, env)
-            worker.shutdown()
+                worker.close_env_and_stop(env)
+            else:
+                worker.shutdown()
 
     def _task_trace_dir(self, task: str) -> Path | None:
         if self.settings.trace_root is None:
             return None  # the agent's default, traces/<time>-<task>
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return self.settings.trace_root / f"{stamp}-{next(self._tasks):03d}-{_slug(task)}"
-
-
-async def _close_quietly(worker: Worker, env: Environment) -> None:
-    try:
-        await worker.call(env.close)
-    except Exception:  # the result (or the original error) matters more than the close
-        logger.warning("closing the environment failed", exc_info=True)
 
 
 __all__ = ["AgentSettings", "Session", "SessionManager", "run_summary", "step_line",

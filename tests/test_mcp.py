@@ -37,9 +37,11 @@ from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from glmv_agent.envs._xvfb import VirtualDisplay  # noqa: E402
 from glmv_agent.envs.web import default_executable_path  # noqa: E402
 
 from web_server import PageServer, serve_pages  # noqa: E402
+from xvfb import TkApp, require_x_tools  # noqa: E402
 
 if default_executable_path() is None:
     pytest.skip("no Chromium binary (set $GLMV_CHROMIUM)", allow_module_level=True)
@@ -82,11 +84,15 @@ def structured(result: Any) -> dict[str, Any]:
     return result.structured_content
 
 
-def run_stdio(args: list[str], script: Any) -> Any:
+async def call(session: ClientSession, tool: str, **arguments: Any) -> Any:
+    return await session.call_tool(tool, arguments)
+
+
+def run_stdio(args: list[str], script: Any, env: dict[str, str] | None = None) -> Any:
     """Start the server over stdio, run `script(session)` against it, stop it."""
     async def main() -> Any:
         params = StdioServerParameters(command=CLI[0], args=[*CLI[1:], *args],
-                                       env={"PYTHONUNBUFFERED": "1"})
+                                       env={"PYTHONUNBUFFERED": "1", **(env or {})})
         async with stdio_client(params) as (read, write):
             async with ClientSession(read, write) as session:
                 await session.initialize()
@@ -152,26 +158,24 @@ def test_stdio_tools_drive_a_real_browser(tmp_path: Path, pages: PageServer) -> 
         out["task"] = await session.call_tool(
             "run_task", {"task": "Open the next page", "env": "web",
                          "url": pages.url("links.html")}, progress_callback=on_progress)
-        opened = await session.call_tool("open_session", {"env": "web",
-                                                          "url": pages.url("buttons.html")})
+        opened = await call(session, "open_session", env="web", url=pages.url("buttons.html"))
         sid = structured(opened)["session_id"]
-        out["locate"] = await session.call_tool("locate", {"session_id": sid,
-                                                           "description": "the Three button"})
-        out["query"] = await session.call_tool("query", {"session_id": sid,
-                                                         "question": "Which buttons are there?"})
-        out["false"] = await session.call_tool("assert_that", {
-            "session_id": sid, "statement": "there is a button labelled Four"})
-        out["true"] = await session.call_tool("assert_that", {
-            "session_id": sid, "statement": "there is a button labelled Three"})
-        out["shot"] = await session.call_tool("screenshot", {"session_id": sid})
-        out["listed"] = await session.call_tool("list_sessions", {})
-        out["closed"] = await session.call_tool("close_session", {"session_id": sid})
-        out["after_close"] = await session.call_tool("screenshot", {"session_id": sid})
-        form = structured(await session.call_tool(
-            "open_session", {"url": pages.url("form.html")}))["session_id"]
-        out["act"] = await session.call_tool("act", {
-            "session_id": form, "instruction": "Send the form"})
-        await session.call_tool("close_session", {"session_id": form})
+        out["locate"] = await call(session, "locate", session_id=sid,
+                                   description="the Three button")
+        out["query"] = await call(session, "query", session_id=sid,
+                                  question="Which buttons are there?")
+        out["false"] = await call(session, "assert_that", session_id=sid,
+                                  statement="there is a button labelled Four")
+        out["true"] = await call(session, "assert_that", session_id=sid,
+                                 statement="there is a button labelled Three")
+        out["shot"] = await call(session, "screenshot", session_id=sid)
+        out["listed"] = await call(session, "list_sessions")
+        out["closed"] = await call(session, "close_session", session_id=sid)
+        out["after_close"] = await call(session, "screenshot", session_id=sid)
+        form = structured(await call(session, "open_session",
+                                     url=pages.url("form.html")))["session_id"]
+        out["act"] = await call(session, "act", session_id=form, instruction="Send the form")
+        await call(session, "close_session", session_id=form)
         return out
 
     out = run_stdio(server_args(tmp_path, responses), script)
@@ -217,25 +221,22 @@ def test_errors_are_tool_errors_and_the_server_lives_on(tmp_path: Path,
 
     async def script(session: ClientSession) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        out["bad_env"] = await session.call_tool("run_task", {"task": "x", "env": "tv"})
-        out["empty"] = await session.call_tool("run_task", {"task": "  ", "env": "web"})
-        out["url_desktop"] = await session.call_tool("open_session", {"env": "desktop",
-                                                                      "url": "http://x"})
-        out["unknown"] = await session.call_tool("query", {"session_id": "s99",
-                                                           "question": "what?"})
-        opened = await session.call_tool("open_session", {"url": pages.url("buttons.html")})
+        out["bad_env"] = await call(session, "run_task", task="x", env="tv")
+        out["empty"] = await call(session, "run_task", task="  ", env="web")
+        out["url_desktop"] = await call(session, "open_session", env="desktop", url="http://x")
+        out["unknown"] = await call(session, "query", session_id="s99", question="what?")
+        opened = await call(session, "open_session", url=pages.url("buttons.html"))
         sid = structured(opened)["session_id"]
-        out["no_model"] = await session.call_tool("query", {"session_id": sid,
-                                                            "question": "what?"})
+        out["no_model"] = await call(session, "query", session_id=sid, question="what?")
         # The browser goes away under the session.
         for pid in chromium_pids_of(str(tmp_path)):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        out["gone"] = await session.call_tool("screenshot", {"session_id": sid})
-        out["close_gone"] = await session.call_tool("close_session", {"session_id": sid})
-        out["alive"] = await session.call_tool("list_sessions", {})
+        out["gone"] = await call(session, "screenshot", session_id=sid)
+        out["close_gone"] = await call(session, "close_session", session_id=sid)
+        out["alive"] = await call(session, "list_sessions")
         return out
 
     out = run_stdio(args, script)
@@ -250,6 +251,67 @@ def test_errors_are_tool_errors_and_the_server_lives_on(tmp_path: Path,
     assert "closed or crashed" in text_of(out["gone"]) and "open_session" in text_of(out["gone"])
     assert not out["close_gone"].is_error
     assert structured(out["alive"])["result"] == []
+
+
+def pc_reply(thought: str, call: str) -> str:
+    """One scripted answer in the GLM-4.1V PC format."""
+    return f"<think>{thought}</think><answer>{thought}\n{call}\nMemory: []</answer>"
+
+
+def grid(app: TkApp, widget: str) -> str:
+    """The 0-1000 point of a widget's centre, as the model would give it."""
+    (px, py), (width, height) = app.centre_pixel(widget), app.screen
+    return f"[{round((px + 0.5) / width * 1000)},{round((py + 0.5) / height * 1000)}]"
+
+
+def test_desktop_session_on_a_real_x_display(tmp_path: Path) -> None:
+    require_x_tools()
+    with VirtualDisplay(1024, 768) as display:
+        app = TkApp(display.name)
+        try:
+            responses = [
+                pc_reply("Press pad A.", f"left_click(start_box='{grid(app, 'pad_a')}')"),
+                pc_reply("Pad A was pressed.", "DONE()"),
+                pc_reply("Pad B is at the bottom right.",
+                         f"left_click(start_box='{grid(app, 'pad_b')}')"),
+                "<think>Three coloured pads.</think><answer>Three coloured pads.</answer>",
+                "<answer>no, nothing is red</answer>",
+            ]
+
+            async def script(session: ClientSession) -> dict[str, Any]:
+                opened = structured(await call(session, "open_session", env="desktop"))
+                sid = opened["session_id"]
+                out = {"second": await call(session, "open_session", env="desktop")}
+                out["act"] = await call(session, "act", session_id=sid, instruction="Press pad A")
+                out["locate"] = await call(session, "locate", session_id=sid, description="pad B")
+                out["query"] = await call(session, "query", session_id=sid,
+                                          question="What is shown?")
+                out["assert"] = await call(session, "assert_that", session_id=sid,
+                                           statement="a red pad is shown")
+                out["shot"] = await call(session, "screenshot", session_id=sid)
+                await call(session, "close_session", session_id=sid)
+                return out
+
+            app.mark()
+            out = run_stdio(server_args(tmp_path, responses), script,
+                            env={"DISPLAY": display.name})
+            pressed = app.wait_for(lambda e: e["event"] == "press", timeout=10)
+            later = [e for e in app.events_since_mark() if e["event"] == "press"]
+        finally:
+            app.close()
+    # One desktop at a time; the click landed on the real pad A, the locate clicked nothing.
+    assert out["second"].is_error and "already open" in text_of(out["second"])
+    assert structured(out["act"])["status"] == "success" and pressed["widget"] == "pad_a"
+    assert later == []
+    where = structured(out["locate"])
+    x, y, w, h = app.widgets["pad_b"]
+    assert x <= where["screen_x"] < x + w and y <= where["screen_y"] < y + h
+    assert where["element"] is None
+    # Questions about the desktop are plain visual questions: the answer text comes back.
+    assert text_of(out["query"]) == "Three coloured pads."
+    assert out["assert"].is_error and "is false" in text_of(out["assert"])
+    (image,) = [b for b in out["shot"].content if b.type == "image"]
+    assert Image.open(io.BytesIO(base64.b64decode(image.data))).size == (1024, 768)
 
 
 def free_port() -> int:
