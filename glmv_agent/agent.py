@@ -15,6 +15,7 @@ told, a sensitive action waits for `confirm`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -173,7 +174,8 @@ class Agent:
         self.vault = SecretVault(secrets)
         self.trace_dir = Path(trace_dir) if trace_dir is not None else None
         self.trace = trace
-        self.policy = policy or Policy()
+        # A copy: the caller's Policy may be shared with other agents.
+        self.policy = dataclasses.replace(policy) if policy is not None else Policy()
         if allowed_domains is not None:
             self.policy.allowed_domains = list(allowed_domains)
         if max_text_length is not None:
@@ -539,11 +541,12 @@ class Agent:
         return text
 
     def _generate(self, messages: list[Message], timings: dict[str, float]) -> str:
-        """The model's answer, streamed (through `on_text` if set) so that the time to the
-        first text (`model_ttft`) and to the end of the thinking (`model_thinking_end`)
-        are known; of the last attempt when the model was re-asked."""
+        """The model's answer; streamed through `on_text` as it is generated, if set, and
+        then the time to the first text (`model_ttft`) and to the end of the thinking
+        (`model_thinking_end`) are recorded, of the last attempt when re-asked. (Not
+        streamed otherwise: some OpenAI-compatible servers do not stream.)"""
         stream = getattr(self.backend, "stream", None)
-        if stream is None:  # a protocol backend with `complete` only
+        if self.on_text is None or stream is None:
             return self.backend.complete(messages, **self.generation)
         started = time.monotonic()
         parts: list[str] = []
@@ -559,8 +562,7 @@ class Agent:
                 if "</think>" in tail:
                     timings["model_thinking_end"] = time.monotonic() - started
                     tail = None
-            if self.on_text is not None:
-                self.on_text(self.vault.mask(delta))
+            self.on_text(self.vault.mask(delta))
         return "".join(parts)
 
     def _agent_action(self, action: BaseAction, record: StepRecord, observation: Observation,

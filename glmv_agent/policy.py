@@ -21,6 +21,7 @@ from .actions import BaseAction, Goto, TypeText
 from .dialects.base import Step
 from .envs.base import Observation
 from .errors import ActionRefusedError, UnsupportedActionError
+from .urls import normalize_allowed_domains, url_allowed
 
 # Handled by the agent itself, never sent to the environment.
 AGENT_ACTIONS = frozenset({"answer", "done", "take_over"})
@@ -109,16 +110,12 @@ class Policy:
                 f"goto {url!r}: scheme {parts.scheme or '(none)'!r} is not allowed; "
                 f"allowed: {list(self.allowed_schemes)} (write a full URL like https://host/)"
             )
-        if self.allowed_domains is None:
-            return
-        host = (parts.hostname or "").lower().rstrip(".")
-        for domain in self.allowed_domains:
-            domain = domain.lower().strip(".")
-            if host == domain or host.endswith("." + domain):
-                return
-        raise ActionRefusedError(
-            f"goto {url!r}: host {host!r} is not in allowed_domains {self.allowed_domains}"
-        )
+        # The web environment applies the same rule to every page, frame and popup.
+        if not url_allowed(url, normalize_allowed_domains(self.allowed_domains)):
+            raise ActionRefusedError(
+                f"goto {url!r}: host {parts.netloc!r} is not in allowed_domains "
+                f"{self.allowed_domains}"
+            )
 
     # -- confirmation --------------------------------------------------------------------
     def sensitivity(
