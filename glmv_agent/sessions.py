@@ -145,19 +145,27 @@ class Worker:
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.wrap_future(self._pool.submit(fn, *args))
 
-    def close_env_and_stop(self, env: Environment) -> None:
-        """Close `env` after the work in flight, then end the thread. Nothing is awaited,
-        so this holds even for a request that was cancelled mid-step."""
-        self._pool.submit(_close_logged, env)
+    def wind_down(self, agent: Agent | None, env: Environment | None) -> None:
+        """After the work in flight: end `agent`'s run if it is unfinished, close `env`,
+        end the thread. Nothing is awaited, so this holds even for a request that was
+        cancelled mid-step."""
+        self._pool.submit(_wind_down, agent, env)
         self.shutdown()
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False)
 
 
-def _close_logged(env: Environment) -> None:
+def _wind_down(agent: Agent | None, env: Environment | None) -> None:
     try:
-        env.close()
+        if agent is not None and not agent.finished:
+            agent.stop()
+            agent.step()  # ends the run as "stopped" before any model call; trace closed
+    except Exception:
+        logger.warning("ending the cancelled run failed", exc_info=True)
+    try:
+        if env is not None:
+            env.close()
     except Exception:  # the run's result (or its error) matters more than the close
         logger.warning("closing the environment failed", exc_info=True)
 
@@ -401,12 +409,9 @@ class SessionManager:
             assert agent.result is not None
             return agent.result
         finally:
-            if agent is not None and not agent.finished:
-                agent.stop()  # a cancelled request: end the run at its next step
-            if env is not None:
-                worker.close_env_and_stop(env)
-            else:
-                worker.shutdown()
+            if agent is not None:
+                agent.stop()  # a cancelled request: no new step starts
+            worker.wind_down(agent, env)
 
     def _task_trace_dir(self, task: str) -> Path | None:
         if self.settings.trace_root is None:

@@ -253,6 +253,34 @@ def test_errors_are_tool_errors_and_the_server_lives_on(tmp_path: Path,
     assert structured(out["alive"])["result"] == []
 
 
+def test_a_cancelled_task_stops_and_closes_its_browser(tmp_path: Path, pages: PageServer) -> None:
+    # A model that never finishes: two different clicks in turn (no loop to detect).
+    endless = [answer("Try One.", "Click [0]"), answer("Try Two.", "Click [2]")] * 15
+
+    async def script(session: ClientSession) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        try:
+            await session.call_tool("run_task", {"task": "Press the buttons",
+                                                 "url": pages.url("buttons.html")},
+                                    read_timeout_seconds=4)
+        except Exception as exc:  # the client gives up and cancels the request
+            out["gave_up"] = repr(exc)
+        deadline = time.monotonic() + 30
+        while chromium_pids_of(str(tmp_path)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        out["browsers_left"] = chromium_pids_of(str(tmp_path))
+        out["alive"] = await call(session, "list_sessions")
+        return out
+
+    out = run_stdio(server_args(tmp_path, endless), script)
+    assert "gave_up" in out
+    assert out["browsers_left"] == []
+    assert structured(out["alive"])["result"] == []
+    (trace,) = (tmp_path / "traces").iterdir()
+    run = json.loads((trace / "run.json").read_text("utf-8"))
+    assert run["status"] == "stopped" and 1 <= run["steps"] < 30
+
+
 def pc_reply(thought: str, call: str) -> str:
     """One scripted answer in the GLM-4.1V PC format."""
     return f"<think>{thought}</think><answer>{thought}\n{call}\nMemory: []</answer>"
