@@ -12,7 +12,26 @@ from pathlib import Path
 
 import pytest
 
+from dev_requirements import ALLOW_MISSING_ENV, extra_requirements, unmet
+
 _exit_status: int | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Stop before collecting if a package of the dev extra is missing.
+
+    The tests skip (pytest.importorskip) what is not installed, so without this check a
+    machine lacking transformers would "pass" with every parity test skipped.
+    """
+    if os.environ.get(ALLOW_MISSING_ENV) == "1":
+        return
+    problems = unmet(extra_requirements("dev"))
+    if problems:
+        raise pytest.UsageError(
+            "the tests need the dev extra; missing or wrong: " + "; ".join(problems)
+            + '. Install it: pip install -e ".[dev]" (see README.md, Tests). To run anyway, '
+            f"with the tests that need them skipped, set {ALLOW_MISSING_ENV}=1."
+        )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -292,3 +292,91 @@ def test_the_torch_floor_is_what_the_engine_needs() -> None:
     for new in ("2.5.0", "2.13.0+cpu", "2.6.0a0+git1234", "3.0"):
         require_torch(new)
     require_torch()  # the installed one
+
+
+# ----------------------------------------------------------------------------- README set-up
+
+
+def _readme_block(heading: str) -> list[str]:
+    """The command lines of the first bash block under a README heading."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split(f"\n## {heading}\n", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_test_setup_installs_what_the_tests_import() -> None:
+    import ast
+    import re
+
+    from dev_requirements import extra_requirements
+    from importlib import metadata
+    from packaging.utils import canonicalize_name
+
+    setup, test = _readme_block("Tests")
+    assert test == "python -m pytest -q"
+    # .ci/run ends with exactly that command, after installing the same extra.
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.startswith("#")]
+    assert ci[-1] == test
+    extra = re.search(r'pip install -e "\.\[(\w+)\]"', setup).group(1)
+    assert f'python -m pip install -q -e ".[{extra}]"' in ci
+    assert "glmv-agent demo" in "\n".join(_readme_block("Quick start"))
+    # The extra gives everything `all` does (so the quick start works too) ...
+    provided = {canonicalize_name(r.name) for r in extra_requirements(extra)}
+    assert {canonicalize_name(r.name) for r in extra_requirements("all")} <= provided
+    # ... and every package a test imports or importorskips.
+    local = {path.stem for path in (ROOT / "tests").glob("*.py")}
+    imported: dict[str, str] = {}
+    for path in (ROOT / "tests").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "importorskip"
+                  and node.args and isinstance(node.args[0], ast.Constant)):
+                names = [node.args[0].value]
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in local | {"glmv_agent"}:
+                    imported.setdefault(top, path.name)
+    assert {"transformers", "openai", "pytest", "hypothesis"} <= set(imported)
+    owners = metadata.packages_distributions()
+    unprovided = {module: where for module, where in imported.items()
+                  # (not installed here: take the module's name for its distribution's)
+                  if not {canonicalize_name(d) for d in owners.get(module, [module])} & provided}
+    assert unprovided == {}, f"imported by tests but not in the {extra!r} extra"
+
+
+def test_a_missing_test_dependency_stops_the_run_instead_of_skipping(tmp_path: Path) -> None:
+    """conftest.py checks the dev extra first: with a package missing, pytest exits with the
+    fix, not with its tests quietly skipped (GLMV_TEST_ALLOW_MISSING=1 allows that)."""
+    import shutil
+
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    for helper in ("conftest.py", "dev_requirements.py"):
+        shutil.copy(ROOT / "tests" / helper, tests / helper)
+    (tests / "test_oracle.py").write_text(
+        "import pytest\n\n"
+        "def test_parity():\n"
+        "    pytest.importorskip('glmv_no_such_oracle')\n"
+    )
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "glmv-agent"\ndependencies = ["pytest>=8"]\n'
+        '[project.optional-dependencies]\noracle = ["glmv-no-such-oracle==5.23.0"]\n'
+        'dev = ["glmv-agent[oracle]"]\n'
+    )
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
+    env = {k: v for k, v in os.environ.items() if k != "GLMV_TEST_ALLOW_MISSING"}
+    stopped = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env,
+                             timeout=120)
+    assert stopped.returncode == pytest.ExitCode.USAGE_ERROR, stopped.stdout + stopped.stderr
+    message = stopped.stdout + stopped.stderr
+    assert "glmv-no-such-oracle==5.23.0 (not installed)" in message
+    assert 'pip install -e ".[dev]"' in message and "GLMV_TEST_ALLOW_MISSING=1" in message
+    allowed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True,
+                             env={**env, "GLMV_TEST_ALLOW_MISSING": "1"}, timeout=120)
+    assert allowed.returncode == 0 and "1 skipped" in allowed.stdout, allowed.stdout
