@@ -215,6 +215,10 @@ class Session:
             raise InputError(f"session {self.id!r} is closed; open a new one")
         try:
             return await self._worker.call(fn, *args)
+        except asyncio.CancelledError:  # the request was cancelled: stop the command too
+            if self._current is not None:
+                self._current.stop()
+            raise
         except EnvError as exc:  # the browser or screen went away: say what to do here
             raise EnvError(f"session {self.id!r}: {exc}; close_session it and open_session "
                            "a new one") from exc

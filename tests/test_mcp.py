@@ -253,32 +253,44 @@ def test_errors_are_tool_errors_and_the_server_lives_on(tmp_path: Path,
     assert structured(out["alive"])["result"] == []
 
 
-def test_a_cancelled_task_stops_and_closes_its_browser(tmp_path: Path, pages: PageServer) -> None:
+def test_cancelled_requests_stop_their_runs(tmp_path: Path, pages: PageServer) -> None:
     # A model that never finishes: two different clicks in turn (no loop to detect).
-    endless = [answer("Try One.", "Click [0]"), answer("Try Two.", "Click [2]")] * 15
+    endless = [answer("Try One.", "Click [0]"), answer("Try Two.", "Click [2]")] * 30
+
+    async def give_up(session: ClientSession, tool: str, arguments: dict[str, Any]) -> str:
+        try:
+            await session.call_tool(tool, arguments, read_timeout_seconds=4)
+        except Exception as exc:  # the client gives up and cancels the request
+            return repr(exc)
+        return "finished"
 
     async def script(session: ClientSession) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        try:
-            await session.call_tool("run_task", {"task": "Press the buttons",
-                                                 "url": pages.url("buttons.html")},
-                                    read_timeout_seconds=4)
-        except Exception as exc:  # the client gives up and cancels the request
-            out["gave_up"] = repr(exc)
+        out["task"] = await give_up(session, "run_task", {"task": "Press the buttons",
+                                                          "url": pages.url("buttons.html")})
         deadline = time.monotonic() + 30
         while chromium_pids_of(str(tmp_path)) and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         out["browsers_left"] = chromium_pids_of(str(tmp_path))
-        out["alive"] = await call(session, "list_sessions")
+        sid = structured(await call(session, "open_session",
+                                    url=pages.url("buttons.html")))["session_id"]
+        out["act"] = await give_up(session, "act", {"session_id": sid,
+                                                    "instruction": "Press the buttons"})
+        # The session's thread is free again once the stopped command has ended.
+        out["shot"] = await call(session, "screenshot", session_id=sid)
+        await call(session, "close_session", session_id=sid)
         return out
 
     out = run_stdio(server_args(tmp_path, endless), script)
-    assert "gave_up" in out
+    assert out["task"] != "finished" and out["act"] != "finished"
     assert out["browsers_left"] == []
-    assert structured(out["alive"])["result"] == []
-    (trace,) = (tmp_path / "traces").iterdir()
-    run = json.loads((trace / "run.json").read_text("utf-8"))
-    assert run["status"] == "stopped" and 1 <= run["steps"] < 30
+    assert not out["shot"].is_error
+    traces = tmp_path / "traces"
+    (task_trace,) = [d for d in traces.iterdir() if not d.name.startswith("mcp-")]
+    (act_trace,) = (traces / "mcp-s1").iterdir()
+    for trace in (task_trace, act_trace):
+        run = json.loads((trace / "run.json").read_text("utf-8"))
+        assert run["status"] == "stopped" and 1 <= run["steps"] < 30, (trace, run)
 
 
 def pc_reply(thought: str, call: str) -> str:
