@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 pytest.importorskip("mcp")
@@ -393,13 +394,32 @@ def test_streamable_http_with_confirm_allow(tmp_path: Path, pages: PageServer) -
                 assert process.poll() is None and time.time() < deadline
                 time.sleep(0.2)
         result = asyncio.run(asyncio.wait_for(main(), timeout=120))
+        # A web page the user visits cannot drive it (DNS rebinding, cross-site requests).
+        initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "page", "version": "0"}}}
+        accept = {"Accept": "application/json, text/event-stream"}
+        url = f"http://127.0.0.1:{port}/mcp"
+        foreign_origin = httpx.post(url, json=initialize, timeout=10,
+                                    headers={**accept, "Origin": "http://attacker.example"})
+        foreign_host = httpx.post(url, json=initialize, timeout=10,
+                                  headers={**accept, "Host": "attacker.example"})
     finally:
         process.terminate()
         process.wait(30)
+    assert foreign_origin.status_code == 403 and foreign_host.status_code == 421
     task = structured(result)
     assert task["status"] == "answered"
     # Sending is sensitive; --confirm allow let the click run.
     assert task["steps"][0].startswith("1. click") and task["steps"][0].endswith("executed")
+
+
+def test_help_names_the_tools_and_options() -> None:
+    result = subprocess.run([*CLI, "mcp", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "usage: glmv-agent mcp" in result.stdout
+    for option in ("--port", "--model", "--base-url", "--confirm {deny,allow}", "--viewport"):
+        assert option in result.stdout
 
 
 def test_port_in_use_is_a_clear_error_before_the_model_loads(tmp_path: Path) -> None:
