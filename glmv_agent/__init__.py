@@ -6,9 +6,7 @@ Heavy parts (torch engine, playwright, pyautogui) are imported lazily, so
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
+from ._lazy import lazy_getattr
 from .actions import (
     Action, BaseAction, Box, Point, Target, action_from_dict, action_from_json,
     register_action, registered_actions,
@@ -39,11 +37,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'glmv_agent' has no attribute {name!r}")
-    return getattr(import_module(module, __name__), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [

@@ -7,9 +7,7 @@ importing this package needs only the base dependencies.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
+from .._lazy import lazy_getattr
 from .base import ActionOutcome, Element, Environment, Observation, Platform
 
 # name -> module that defines it; resolved on first access.
@@ -21,11 +19,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'glmv_agent.envs' has no attribute {name!r}")
-    return getattr(import_module(module, __name__), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

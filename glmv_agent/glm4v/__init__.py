@@ -7,9 +7,8 @@ piece is actually used (the processor side works without it).
 from __future__ import annotations
 
 import re
-from importlib import import_module
-from typing import Any
 
+from .._lazy import lazy_getattr
 from ..errors import ConfigError
 
 # The oldest torch the engine runs on: text attention calls
@@ -56,11 +55,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'glmv_agent.glm4v' has no attribute {name!r}")
-    return getattr(import_module(module, __name__), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = ["MIN_TORCH", "require_torch", *_LAZY]
