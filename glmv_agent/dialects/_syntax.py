@@ -17,6 +17,7 @@ import ast
 import math
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..actions import Box, Point, Target
@@ -33,6 +34,22 @@ _JSON_NAMES = {"true": True, "false": False, "null": None, "True": True, "False"
 _BOX_MARKERS = re.compile(r"<\|(?:begin|start|end)_of_box\|>")
 # Tokens after which nothing belongs to the answer.
 _STOP_TOKENS = ("<|user|>", "<|endoftext|>", "<|observation|>", "<|assistant|>")
+
+
+class WorkCounter:
+    """Characters the parser has worked through, for tests that check parse work grows
+    linearly with the answer's length (no timing): `scanned` by bracket matching,
+    `parsed` handed to `ast.parse`. Cheap: updated once per scan or parse, not per char."""
+
+    def __init__(self) -> None:
+        self.scanned = 0
+        self.parsed = 0
+
+    def total(self) -> int:
+        return self.scanned + self.parsed
+
+
+WORK = WorkCounter()
 
 
 class SyntaxProblem(ValueError):
@@ -111,7 +128,8 @@ def _escape_raw_newlines(source: str) -> str:
 
 def _parse_expression(source: str) -> ast.expr:
     if len(source) > MAX_ACTION_CHARS:
-        raise SyntaxProblem(f"action is {len(source)} characters long; at most {MAX_ACTION_CHARS}")
+        raise SyntaxProblem(f"action is over {MAX_ACTION_CHARS} characters long")
+    WORK.parsed += len(source)
     try:
         return ast.parse(_escape_raw_newlines(source.strip()), mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as exc:
@@ -173,61 +191,134 @@ def parse_call(source: str) -> tuple[str, list[Any], dict[str, Any]]:
     return node.func.id, args, kwargs
 
 
-def balanced_end(text: str, start: int, open_ch: str, close_ch: str) -> int | None:
-    """Index just past the bracket matching `text[start]`, skipping quoted strings.
+@dataclass
+class _Scan:
+    """Bracket scans that are in the same quote state at the current character."""
 
-    Quotes inside the span are tracked so brackets in typed text do not confuse it.
-    Returns None when the span never closes.
+    depth: int = 0
+    # depth a scan returns to when its opening bracket closes -> the starts waiting for it
+    waiting: dict[int, list[int]] = field(default_factory=dict)
+
+
+def _merge(a: _Scan, b: _Scan) -> _Scan:
+    """One scan for two in the same state (the smaller one's waiting starts move over)."""
+    if len(a.waiting) < len(b.waiting):
+        a, b = b, a
+    shift = a.depth - b.depth
+    for level, starts in b.waiting.items():
+        a.waiting.setdefault(level + shift, []).extend(starts)
+    return a
+
+
+def closing_brackets(text: str, starts: list[int], open_ch: str, close_ch: str) -> dict[int, int]:
+    """For each index in `starts` (each holding `open_ch`), the index just past the
+    `close_ch` that closes it, as a scan begun at that index sees it: quoted strings
+    ('...' or "...", backslash escapes) are skipped, so brackets in typed text do not count.
+    Starts that never close are absent.
+
+    Scanning from every start separately is quadratic on an answer that repeats an unclosed
+    call. A scan's future depends only on its quote state (outside, inside '...' or "...",
+    just after a backslash), so scans in the same state are merged and carried along in one
+    pass: at most five at a time, each character read a bounded number of times.
     """
-    depth = 0
-    quote: str | None = None
-    i = start
-    while i < len(text):
-        ch = text[i]
-        if quote is not None:
-            if ch == "\\":
-                i += 2
+    ends: dict[int, int] = {}
+    todo = sorted(set(starts))
+    special = re.compile("[" + re.escape("'\"\\" + open_ch + close_ch) + "]")
+    scans: dict[tuple[str | None, int], _Scan] = {}  # (quote, index of an escaped char)
+    next_start, visits = 0, 0
+    while next_start < len(todo):
+        # Nothing is waiting: jump to the next start and read on until nothing waits again.
+        for match in special.finditer(text, todo[next_start]):
+            i, ch = match.start(), match.group()
+            if next_start < len(todo) and todo[next_start] == i:
+                scan = scans.setdefault((None, -1), _Scan())
+                scan.waiting.setdefault(scan.depth, []).append(i)
+                next_start += 1
+            if len(scans) == 1 and (ch == open_ch or ch == close_ch) and (None, -1) in scans:
+                # Fast path (the bulk of a long answer): one scan, outside quotes.
+                visits += 1
+                scan = scans[(None, -1)]
+                scan.depth += 1 if ch == open_ch else -1
+                if ch == close_ch:
+                    for start in scan.waiting.pop(scan.depth, ()):
+                        ends[start] = i + 1
+                    if not scan.waiting:
+                        scans = {}
+                        break
                 continue
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch == open_ch:
-            depth += 1
-        elif ch == close_ch:
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return None
+            stepped: dict[tuple[str | None, int], _Scan] = {}
+            for (quote, escaped), scan in scans.items():
+                visits += 1
+                key: tuple[str | None, int] = (quote, -1)
+                if quote is None:
+                    if ch == open_ch:
+                        scan.depth += 1
+                    elif ch == close_ch:
+                        scan.depth -= 1
+                        for start in scan.waiting.pop(scan.depth, ()):
+                            ends[start] = i + 1
+                    elif ch != "\\":
+                        key = (ch, -1)
+                elif escaped != i:  # (an escaped character changes nothing)
+                    if ch == "\\":
+                        key = (quote, i + 1)
+                    elif ch == quote:
+                        key = (None, -1)
+                if scan.waiting:  # a scan nobody waits for is dropped
+                    other = stepped.get(key)
+                    stepped[key] = scan if other is None else _merge(other, scan)
+            scans = stepped
+            if not scans:
+                break
+        else:
+            break  # end of text: the scans still waiting never close
+    WORK.scanned += visits
+    return ends
+
+
+def _span(text: str, start: int, end: int) -> str:
+    # Longer spans are rejected by `_parse_expression`; do not copy all of them.
+    return text[start:min(end, start + MAX_ACTION_CHARS + 1)]
 
 
 def find_calls(text: str, names: tuple[str, ...]) -> Iterator[tuple[int, int, str]]:
     """(start, end, source) of each `name(...)` span in `text`, in order of appearance.
 
-    A span whose quotes never balance (unescaped quotes in typed text) ends at the last
-    `)` after the call, so the caller can still try a lenient parse.
+    Calls inside an earlier span are its arguments (or typed text), not candidates of their
+    own, and are skipped. The first call whose quotes never balance (unescaped quotes in
+    typed text) ends at the last `)` of the text, so the caller can still try a lenient
+    parse. Sources longer than MAX_ACTION_CHARS are cut there.
     """
     pattern = re.compile(r"(?<![\w.])(" + "|".join(re.escape(n) for n in names) + r")\(")
-    for match in pattern.finditer(text):
-        open_at = match.end() - 1
-        end = balanced_end(text, open_at, "(", ")")
+    matches = list(pattern.finditer(text))
+    ends = closing_brackets(text, [m.end() - 1 for m in matches], "(", ")")
+    last_close = text.rfind(")")
+    covered, unclosed_tried = -1, False
+    for match in matches:
+        start, open_at = match.start(), match.end() - 1
+        if start < covered:
+            continue
+        end = ends.get(open_at)
         if end is None:
-            last = text.rfind(")")
-            if last <= open_at:
+            if unclosed_tried or last_close <= open_at:
                 continue
-            end = last + 1
-        yield match.start(), end, text[match.start():end]
+            unclosed_tried, end = True, last_close + 1
+        else:
+            covered = end
+        yield start, end, _span(text, start, end)
 
 
 def find_dicts(text: str) -> Iterator[tuple[int, int, str]]:
-    """(start, end, source) of each balanced `{...}` span in `text`."""
-    i = text.find("{")
-    while i >= 0:
-        end = balanced_end(text, i, "{", "}")
-        if end is not None:
-            yield i, end, text[i:end]
-        i = text.find("{", i + 1)
+    """(start, end, source) of each balanced `{...}` span in `text` that is not inside an
+    earlier one (sources longer than MAX_ACTION_CHARS are cut there)."""
+    starts = [m.start() for m in re.finditer(r"\{", text)]
+    ends = closing_brackets(text, starts, "{", "}")
+    covered = -1
+    for start in starts:
+        end = ends.get(start)
+        if end is not None and start >= covered:
+            covered = end
+            yield start, end, _span(text, start, end)
 
 
 def split_keys(combo: str) -> list[str]:
@@ -243,6 +334,8 @@ def split_keys(combo: str) -> list[str]:
     return keys + (["+"] if plus_key else [])
 
 
+# Any coordinate beyond this is nonsense; the check keeps huge ints away from float().
+_MAX_COORDINATE = 10**9
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
 
@@ -258,8 +351,12 @@ def numbers(value: Any) -> list[float]:
         for item in value:
             if isinstance(item, list):
                 found.extend(numbers(item))
-            elif isinstance(item, (int, float)) and not isinstance(item, bool):
+            elif isinstance(item, int) and not isinstance(item, bool):
+                if abs(item) > _MAX_COORDINATE:  # float() of a 400-digit int overflows
+                    raise SyntaxProblem(f"coordinate {str(item)[:20]}... is far outside the grid")
                 found.append(float(item))
+            elif isinstance(item, float):
+                found.append(item)
             elif isinstance(item, str):
                 found.extend(numbers(item))
             else:

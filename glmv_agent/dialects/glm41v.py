@@ -55,7 +55,7 @@ Mapping of actions onto canonical ones:
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from pydantic import ValidationError
 
@@ -182,8 +182,8 @@ def pc_action(name: str, args: list[Any], kwargs: dict[str, Any], grid_max: int)
         step = kwargs.get("step", 5)
         try:
             amount = int(float(step))
-        except (TypeError, ValueError):
-            raise SyntaxProblem(f"scroll step must be an integer, got {step!r}") from None
+        except (TypeError, ValueError, OverflowError):  # 1e999 or a 400-digit step
+            raise SyntaxProblem(f"scroll step must be an integer, got {str(step)[:40]!r}") from None
         where = kwargs.get("start_box", args[0] if args else None)
         target = to_target(where, grid_max) if where not in (None, "", []) else None
         return _build(Scroll, direction=direction, amount=min(100, max(1, amount)),
@@ -309,21 +309,46 @@ def mobile_action(data: dict[str, Any], grid_max: int) -> BaseAction:
     raise SyntaxProblem(f"unknown action_type {kind!r}")
 
 
-_SECTION = r"(?:^|\n)\s*{name}\s*:\s*(.*?)(?=\n\s*(?:Memory|Reason|Action)\s*:|$)"
+class Section(NamedTuple):
+    """One `Name: content` part of an answer; content runs up to the next marker."""
+
+    name: str
+    at: int  # where the marker starts
+    start: int  # where the content starts
+    end: int
 
 
-def _section(answer: str, name: str) -> str | None:
-    match = re.search(_SECTION.format(name=name), answer, re.S)
-    return match.group(1).strip() if match else None
+def sections(answer: str, marker: re.Pattern[str]) -> list[Section]:
+    """The answer cut at every `marker` (group 1: the section name), wherever it is.
+
+    The official GLM-V example parsers split on `Thought:|Action:|Memory_Updated:` and match
+    `Memory:(.*?)Reason:(.*?)Action:(.*)` anywhere in the text, so a whole answer on one
+    line is valid; so it is here. One regex pass: linear in the answer's length.
+    """
+    found = list(marker.finditer(answer))
+    ends = [m.start() for m in found[1:]] + [len(answer)]
+    return [Section(m.group(1), m.start(), m.end(), end) for m, end in zip(found, ends)]
+
+
+def _content(answer: str, section: Section | None) -> str | None:
+    return answer[section.start:section.end].strip() if section is not None else None
+
+
+# `Memory:`, `**Reason**:` ... (bold markers are written by some checkpoints).
+_MOBILE_MARKER = re.compile(r"\**(Memory|Reason|Action)\**\s*:\**")
 
 
 def parse_mobile(raw: str, grid_max: int, expected: str = MOBILE_EXPECTED) -> Step:
-    """`Memory: / Reason: / Action: {...}` answers (GLM-4.1V and GLM-4.5V mobile)."""
+    """`Memory: / Reason: / Action: {...}` answers (GLM-4.1V and GLM-4.5V mobile), on
+    separate lines or not."""
     thinking, answer = split_response(raw)
-    marker = re.search(r"(?:^|\n)\s*Action\s*:", answer)
-    region = answer[marker.end():] if marker else answer
+    parts = sections(answer, _MOBILE_MARKER)
+    first_reason = next((k for k, p in enumerate(parts) if p.name == "Reason"), 0)
+    marker = next((p for p in parts[first_reason:] if p.name == "Action"), None)
+    head = [p for p in parts if marker is None or p.at < marker.at]
     problems: list[str] = []
-    for _start, _end, source in find_dicts(region):
+    offset = marker.start if marker else 0
+    for _start, _end, source in find_dicts(answer[offset:]):
         try:
             data = parse_literal(source)
             if not isinstance(data, dict) or "action_type" not in data:
@@ -332,10 +357,10 @@ def parse_mobile(raw: str, grid_max: int, expected: str = MOBILE_EXPECTED) -> St
         except SyntaxProblem as exc:
             problems.append(f"{source[:80]!r}: {exc}")
             continue
-        head = answer[:marker.start()] if marker else answer
-        return Step(action=action, thinking=thinking, memory=_section(head, "Memory"),
-                    explanation=_section(head, "Reason"), raw=raw,
-                    extra={"action_text": source, "action_dict": data, "answer": answer})
+        memory = _content(answer, next((p for p in head if p.name == "Memory"), None))
+        reason = _content(answer, next((p for p in head if p.name == "Reason"), None))
+        return Step(action=action, thinking=thinking, memory=memory, explanation=reason,
+                    raw=raw, extra={"action_text": source, "action_dict": data, "answer": answer})
     why = "; ".join(problems[:3]) if problems else "no {\"action_type\": ...} dict found"
     raise _fail(raw, why, expected)
 
@@ -379,6 +404,14 @@ def _strip_brackets(value: str) -> str:
     return value
 
 
+def _element(label: str) -> Target:
+    """The set-of-marks label `label` (digits) as a target; absurdly long numbers are no
+    label (and int() refuses more than 4,300 digits)."""
+    if len(label) > 9:
+        raise SyntaxProblem(f"element label {label[:12]}... is not a label on the page")
+    return Target(element=int(label))
+
+
 def web_action(source: str) -> BaseAction:
     """A canonical action from one WebVoyager-style action string."""
     source = source.strip().strip("`").strip()
@@ -387,14 +420,14 @@ def web_action(source: str) -> BaseAction:
         if not match:
             continue
         if kind == "click":
-            return _build(Click, target=Target(element=int(match.group(1))))
+            return _build(Click, target=_element(match.group(1)))
         if kind == "type":
             content = match.group(2).split("\n")[0]
             return _build(TypeText, text=_strip_brackets(content),
-                          target=Target(element=int(match.group(1))), clear=True, enter=True)
+                          target=_element(match.group(1)), clear=True, enter=True)
         if kind == "scroll":
             where = match.group(1)
-            target = None if where.upper() == "WINDOW" else Target(element=int(where))
+            target = None if where.upper() == "WINDOW" else _element(where)
             return _build(Scroll, direction=match.group(2).lower(), target=target)
         if kind == "wait":
             return _build(Wait, seconds=5.0)
@@ -416,26 +449,36 @@ def web_action(source: str) -> BaseAction:
     raise SyntaxProblem(f"unknown action {source.splitlines()[0][:60]!r}" if source else "empty action")
 
 
+_WEB_MARKER = re.compile(r"\**(Thought|Action|Memory_Updated|Observation)\**\s*:\**\s*")
+
+
 def parse_web(raw: str, expected: str = WEB_EXPECTED) -> Step:
-    """`Thought: / Action: / Memory_Updated:` answers (GLM-4.1V and GLM-4.5V web)."""
+    """`Thought: / Action: / Memory_Updated:` answers (GLM-4.1V and GLM-4.5V web), on
+    separate lines or all on one."""
     thinking, answer = split_response(raw)
+    parts = sections(answer, _WEB_MARKER)
     problems: list[str] = []
-    for match in re.finditer(r"(?:^|\n)\s*\**Action\**\s*:\s*", answer):
-        rest = answer[match.end():]
-        cut = re.search(r"\n\s*(?:Memory_Updated|Thought|Observation)\s*:", rest)
-        source = rest[:cut.start()] if cut else rest
-        if not source.strip().upper().startswith("ANSWER"):
-            source = source.strip().split("\n")[0]
+    thought: Section | None = None
+    for k, part in enumerate(parts):
+        if part.name == "Thought":
+            thought = part
+        if part.name != "Action":
+            continue
+        source = answer[part.start:part.end].strip()
+        if not source.upper().startswith("ANSWER"):  # an answer's content may span lines
+            source = source.partition("\n")[0]
         try:
             action = web_action(source)
         except SyntaxProblem as exc:
             problems.append(str(exc))
             continue
-        thought = re.search(r"Thought\s*:\s*(.*?)\s*$", answer[:match.start()], re.S)
-        memory = re.search(r"Memory_Updated\s*:\s*(.*?)(?:\n\s*\n|$)", rest, re.S)
-        return Step(action=action, thinking=thinking,
-                    memory=memory.group(1).strip() if memory else None,
-                    explanation=thought.group(1).strip() if thought else None, raw=raw,
+        memory = _content(answer, next((p for p in parts[k + 1:] if p.name == "Memory_Updated"),
+                                       None))
+        if memory is not None:
+            # Trailing repetitions of the whole answer are not memory.
+            memory = re.split(r"\n\s*\n", memory, maxsplit=1)[0].strip()
+        return Step(action=action, thinking=thinking, memory=memory,
+                    explanation=_content(answer, thought), raw=raw,
                     extra={"action_text": source.strip(), "answer": answer})
     why = "; ".join(problems[:3]) if problems else "no 'Action:' line found"
     raise _fail(raw, why, expected)

@@ -1,0 +1,146 @@
+"""Parsers on hostile, huge and oddly laid-out answers.
+
+* Layouts the official GLM-V example parsers accept (they split on the section markers
+  wherever they are, e.g. a whole web answer on one line) parse here too.
+* Absurd numbers (a 400-digit coordinate, a 5,000-digit label) are a ParseError, never an
+  OverflowError / ValueError.
+* Parse work grows linearly with the answer's length (a model stuck repeating itself writes
+  200 kB answers): checked on the parser's own work counter, not on a clock.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from glmv_agent.dialects import get_dialect
+from glmv_agent.dialects._syntax import WORK
+from glmv_agent.errors import ParseError
+
+COMBOS = [("glm-4.1v", "mobile"), ("glm-4.1v", "pc"), ("glm-4.1v", "web"),
+          ("glm-4.5v", "mobile"), ("glm-4.5v", "pc"), ("glm-4.5v", "web"),
+          ("autoglm-phone", "mobile")]
+
+
+# ------------------------------------------------------------ layouts (issue 8, item 4)
+@pytest.mark.parametrize("family", ["glm-4.1v", "glm-4.5v"])
+@pytest.mark.parametrize("answer, action, explanation, memory", [
+    # GLM-4.1V's usual answer, but on one line (seen on MiniWoB++ pages).
+    ("<think>The search box is labelled 3.</think><answer>Thought: I should type the query "
+     "into the search box. Action: Type [3]; [cheap flights] Memory_Updated: "
+     "{\"from\": \"Paris\"}</answer>",
+     {"type": "type", "text": "cheap flights", "target": {"element": 3}},
+     "I should type the query into the search box.", "{\"from\": \"Paris\"}"),
+    ("<answer>Thought: The button is 5.Action: Click [5]Memory_Updated: {}</answer>",
+     {"type": "click", "target": {"element": 5}}, "The button is 5.", "{}"),
+    ("Thought:Found it. Action:ANSWER; <content>Guatemala</content> Memory_Updated:{}",
+     {"type": "answer", "text": "Guatemala"}, "Found it.", "{}"),
+    ("Thought: more below  Action: Scroll [WINDOW]; [down]  Memory_Updated: {\"seen\": 4}",
+     {"type": "scroll", "direction": "down"}, "more below", "{\"seen\": 4}"),
+    # Sections separated by newlines, but the action line followed directly by the memory.
+    ("Thought: press enter\nAction: Key; [Return] Memory_Updated: {}",
+     {"type": "key", "keys": ["enter"]}, "press enter", "{}"),
+], ids=["type", "click-no-spaces", "answer", "scroll", "key"])
+def test_web_answers_on_one_line_parse(family: str, answer: str, action: dict,
+                                       explanation: str, memory: str) -> None:
+    step = get_dialect(family, "web").parse(answer)
+    got = step.action.to_dict()
+    for key, value in action.items():
+        assert got[key] == value if not isinstance(value, dict) else \
+            {k: got[key][k] for k in value} == value
+    assert step.explanation == explanation
+    assert step.memory == memory
+
+
+@pytest.mark.parametrize("family", ["glm-4.1v", "glm-4.5v"])
+def test_mobile_answer_on_one_line_splits_memory_reason_action(family: str) -> None:
+    answer = ("<answer>Memory: None Reason: The Broccoli app is not on the home screen, so "
+              "open it. Action: {\"action_type\": \"open_app\", \"app_name\": \"Broccoli\"}"
+              "</answer>")
+    step = get_dialect(family, "mobile").parse(answer)
+    assert step.action.to_dict()["name"] == "Broccoli"
+    assert step.memory == "None"
+    assert step.explanation == "The Broccoli app is not on the home screen, so open it."
+
+
+# --------------------------------------------------- absurd numbers (issue 8, item 14)
+BIG = "1" * 400
+HUGE_LABEL = "9" * 5000
+
+
+@pytest.mark.parametrize("combo, answer", [
+    (("glm-4.1v", "mobile"), f'Action: {{"action_type": "click", "box_2d": [[{BIG}, 2, 3, 4]]}}'),
+    (("glm-4.5v", "mobile"), f'Action: {{"action_type": "click", "box_2d": [[1, 2, {BIG}, 4]]}}'),
+    (("autoglm-phone", "mobile"), f'<answer>do(action="Tap", element=[{BIG}, 5])</answer>'),
+    (("autoglm-phone", "mobile"), f'<answer>do(action="Swipe", start=[1,2], end=[3, -{BIG}])</answer>'),
+    (("glm-4.1v", "pc"), f"left_click(start_box=[{BIG}, 5])"),
+    (("glm-4.5v", "pc"), f"scroll(start_box='[1,2]', direction='down', step={BIG})"),
+    (("glm-4.5v", "pc"), f"scroll(start_box='[1,2]', direction='down', step={BIG}.5)"),
+    (("glm-4.1v", "web"), f"Thought: x\nAction: Click [{HUGE_LABEL}]\nMemory_Updated: {{}}"),
+    (("glm-4.5v", "web"), f"Thought: x\nAction: Scroll [{HUGE_LABEL}]; [down]\nMemory_Updated: {{}}"),
+], ids=lambda v: "-".join(v) if isinstance(v, tuple) else v[:24])
+def test_absurd_numbers_are_a_parse_error(combo: tuple[str, str], answer: str) -> None:
+    with pytest.raises(ParseError) as info:
+        get_dialect(*combo).parse(answer)
+    assert info.value.text == answer and info.value.expected
+
+
+DIGITS = st.text(alphabet="0123456789", min_size=300, max_size=600)
+HOSTILE = st.lists(st.one_of(
+    DIGITS, DIGITS.map(lambda d: d + "." + d), DIGITS.map(lambda d: "-" + d),
+    st.sampled_from([
+        "left_click(start_box=", "'[", "[", "]", "]'", ")", "(", ", ", "step=",
+        "do(action=\"Tap\", element=", "do(action=\"Wait\", duration=\"", " seconds\"",
+        "{\"action_type\": \"click\", \"box_2d\": [[", "{\"action_type\": \"swipe\", "
+        "\"direction\": \"up\", \"box_2d\": ", "Action: Click [", "Action: Type [",
+        "]; [", "Action: Scroll [", "Memory_Updated: ", "Thought: ", "<answer>", "e999",
+        "{", "}", "\"", "'", "\\", "\n", "scroll(start_box='[1,2]', direction='up', step=",
+    ])), min_size=1, max_size=12).map("".join)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(answer=HOSTILE, combo=st.sampled_from(COMBOS))
+def test_hostile_numbers_give_a_step_or_a_parse_error(answer: str, combo) -> None:
+    try:
+        step = get_dialect(*combo).parse(answer)
+    except ParseError as exc:
+        assert exc.text == answer and exc.expected
+        return
+    for target in step.action.targets():
+        for where in (target.point, target.box):
+            if where is not None:
+                assert all(0.0 <= v <= 1.0 for v in where.model_dump().values())
+
+
+# ------------------------------------------------ linear parse work (issue 8, item 14)
+# What a model stuck in a loop writes: one fragment over and over, mostly never closed.
+REPEATED = [
+    "I'll click left_click(start_box='[100,200]', element_info='it's here' ",
+    "type(content='Don't stop') key(keys='ctrl+",
+    "left_click(" , "{", "{\"action_type\": \"click\", \"box_2d\": [[1,2,3,4]], ",
+    "do(action=\"Type\", text=\"say \"hi\" ", "do(do(", "((((''''\"\"\"\"\\\\))",
+    "Action: Click [x]\n", "Thought: again Action: nothing here ", "Memory_Updated: {\"a\": [",
+    "\n\n   \t  ", "<|begin_of_box|>", "Action: {\"action_type\": {\"action_type\": [",
+]
+
+
+def _parse_work(combo: tuple[str, str], answer: str) -> int:
+    before = WORK.total()
+    try:
+        get_dialect(*combo).parse(answer)
+    except ParseError:
+        pass
+    return WORK.total() - before
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids="-".join)
+def test_parse_work_is_linear_in_answer_length(combo: tuple[str, str]) -> None:
+    for fragment in REPEATED:
+        small = fragment * (20_000 // len(fragment))
+        large = fragment * (200_000 // len(fragment))
+        work_small, work_large = _parse_work(combo, small), _parse_work(combo, large)
+        # Linear: 10x the text is at most ~10x the work (plus a constant for the one
+        # candidate a parser may try at full length), and a few visits per character.
+        assert work_large <= 10 * work_small + 50_000, (fragment, work_small, work_large)
+        assert work_large <= 4 * len(large) + 50_000, (fragment, work_large)
