@@ -31,14 +31,15 @@ class Check:
 
 
 def run_checks(model: str | None = None, base_url: str | None = None,
-               load: bool = False) -> list[Check]:
+               load: bool = False, quantize: str | None = None) -> list[Check]:
+    """Every check; `quantize` ("int8"/"int4") loads the model's weights that way (implies load)."""
     checks = [check_python(), check_torch()]
     checks += [check_module(name, extra) for name, extra in (
         ("safetensors", "local"), ("tokenizers", "local"), ("av", "video"),
         ("playwright", "web"), ("mss", "desktop"), ("pyautogui", "desktop"),
     )]
     checks += [check_browser(), check_display(), check_adb()]
-    checks.append(check_model(Path(model), load) if model else check_default_models())
+    checks.append(check_model(Path(model), load, quantize) if model else check_default_models())
     if base_url:
         checks.append(check_server(base_url))
     return checks
@@ -147,7 +148,7 @@ def check_default_models() -> Check:
                  "download one (see model/README.md) or use --base-url")
 
 
-def check_model(path: Path, load: bool) -> Check:
+def check_model(path: Path, load: bool, quantize: str | None = None) -> Check:
     try:
         from .glm4v.config import Glm4vConfig
 
@@ -157,16 +158,17 @@ def check_model(path: Path, load: bool) -> Check:
     shards = sorted(path.glob("*.safetensors"))
     size = sum(s.stat().st_size for s in shards) / 2**30
     detail = f"{path}: config ok, {len(shards)} shard(s), {size:.2f} GiB"
-    if not load:
+    if not load and not quantize:
         return Check("weights", "ok", detail + " (use --load to load them fully)")
     try:
         from .glm4v import load_model
 
-        load_model(path, device="auto")
+        load_model(path, device="auto", quantize=quantize)
     except Exception as exc:
         return Check("weights", "fail", f"{path}: loading failed: {exc}")
     del config
-    return Check("weights", "ok", detail + ", loaded")
+    return Check("weights", "ok", detail + (f", loaded with {quantize} weights" if quantize
+                                            else ", loaded"))
 
 
 def check_server(base_url: str) -> Check:

@@ -43,12 +43,13 @@ class LocalBackend(Backend):
     path_or_engine: a checkpoint directory, or an already loaded `Glm4vEngine` to share.
     defaults: GenerationParams-style defaults for every call (e.g. temperature=0,
     max_new_tokens=1024), plus engine options such as thinking_budget or seed.
+    quantize: None, "int8" or "int4" (weight-only, see glmv_agent.glm4v.quantize).
     """
 
     name = "local"
 
     def __init__(self, path_or_engine: Any = "model", *, device: str = "auto", dtype: Any = None,
-                 **defaults: Any) -> None:
+                 quantize: str | None = None, **defaults: Any) -> None:
         from ..glm4v.engine import Glm4vEngine, load  # torch is imported only here
 
         if isinstance(path_or_engine, Glm4vEngine):
@@ -56,7 +57,7 @@ class LocalBackend(Backend):
         else:
             path = Path(path_or_engine)
             _check_checkpoint(path)
-            self.engine = load(path, device=device, dtype=dtype)
+            self.engine = load(path, device=device, dtype=dtype, quantize=quantize)
         self.defaults = defaults
         self._options({})  # validate the defaults now, not at the first step
 

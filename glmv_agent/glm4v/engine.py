@@ -177,7 +177,8 @@ class Glm4vEngine:
 
 
 def load(path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
-         *, progress: bool | None = None, compile: bool = False) -> Glm4vEngine:
+         *, progress: bool | None = None, compile: bool = False,
+         quantize: str | None = None) -> Glm4vEngine:
     """Load a checkpoint directory into an engine.
 
     device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:N".
@@ -185,6 +186,8 @@ def load(path: str | Path, device: str | torch.device = "auto", dtype: str | tor
     twice that in float32), or "bfloat16" / "float16" / "float32".
     compile: compile the decode step with torch.compile (CPU: inductor, CUDA: CUDA graphs),
     at load; costs compile time once per process, see glm4v/compiled.py for when it pays.
+    quantize: None, "int8" or "int4": weight-only quantization of the text decoder and
+    lm_head while loading (glm4v/quantize.py); decode reads 2x / ~4x fewer bytes per token.
     """
     from .processor import load_processor  # lazy: keeps `import engine` light
 
@@ -197,7 +200,7 @@ def load(path: str | Path, device: str | torch.device = "auto", dtype: str | tor
     target = resolve_device(device)
     if dtype is None:
         dtype = torch.bfloat16
-    model = load_model(directory, device=target, dtype=dtype, progress=progress)
+    model = load_model(directory, device=target, dtype=dtype, progress=progress, quantize=quantize)
     processor = load_processor(directory)
     defaults = read_generation_defaults(directory, model.config.eos_token_ids)
     logger.info("engine ready: %s on %s (%s)", directory, target, model.dtype)

@@ -14,6 +14,12 @@ The model is built on the `meta` device, then each parameter gets its tensor in 
   buffer of the target device and dtype. The shard is re-opened for every chunk of at most
   CHUNK_BYTES, so its mapping (and the file pages it pins in our RSS) never outlives one
   chunk: peak memory stays one copy of the weights plus a chunk.
+
+With `quantize="int8"|"int4"` the text decoder's linear layers and lm_head (quantize.py) are
+streamed instead: QUANTIZE_BLOCK_BYTES of rows at a time are read with plain file reads (the
+page cache holds them, not our address space), quantized into the final int8/int4 buffers
+and dropped. Peak memory is the quantized model plus one block; no full-precision copy of a
+quantized matrix ever exists. Everything else loads as above (zero-copy where it can).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from ..errors import CheckpointError, ConfigError
 from . import require_torch
 from .config import Glm4vConfig
 from .model import Glm4vModel
+from .quantize import QuantizedLinear, for_linear, is_quantized_linear, resolve_quantize, rows_per_block
 from .rope import text_inv_freq
 
 logger = logging.getLogger(__name__)
@@ -39,6 +46,7 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PROGRESS_THRESHOLD_BYTES = 1 << 30
 CHUNK_BYTES = 64 << 20  # largest piece of a tensor copied at once
+QUANTIZE_BLOCK_BYTES = 32 << 20  # fp32 rows quantized at once (their temporaries are ~4x this)
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -183,12 +191,15 @@ def check_tensors(model: nn.Module, tensors: dict[str, TensorEntry], directory: 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu",
                dtype: torch.dtype | str = torch.bfloat16, progress: bool | None = None,
-               mmap: bool = True) -> Glm4vModel:
+               mmap: bool = True, quantize: str | None = None) -> Glm4vModel:
     """Load a checkpoint directory; returns the model in eval mode on `device` in `dtype`.
 
     progress: True/False forces the tqdm bar on/off; None shows it for checkpoints > 1 GB.
     mmap: on CPU, tensors already stored in `dtype` become views of the memory-mapped shards
     (no copy, no load-time RSS); False copies every tensor into private memory instead.
+    quantize: None, "int8" or "int4": weight-only quantization of the text decoder's linear
+    layers and lm_head, done while streaming the checkpoint (see quantize.py); `dtype`
+    stays the compute dtype of activations and of every other weight.
     """
     require_torch()
     directory = Path(path)
@@ -196,19 +207,23 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
         raise CheckpointError(f"{directory}: checkpoint directory does not exist")
     target_device = resolve_device(device)
     target_dtype = resolve_dtype(dtype)
+    mode = resolve_quantize(quantize)
     config = Glm4vConfig.from_file(directory)
     tensors = checkpoint_tensors(directory)
 
     with torch.device("meta"):
         model = Glm4vModel(config)
     check_tensors(model, tensors, directory)
+    # Replaced before any weight is read, so an unsupported shape fails fast.
+    quantized = _replace_linears(model, mode, target_device, target_dtype) if mode else {}
 
     names = [name for name, _ in model.named_parameters()]
     total = sum(tensors[name][2] for name in names)
+    total += sum(_weight_entry(tensors, name, config).nbytes for name in quantized)
     show = progress if progress is not None else total > PROGRESS_THRESHOLD_BYTES
     bar = _progress_bar(total, show)
-    logger.info("loading %s (%.2f GB) to %s as %s", directory, total / 1e9, target_device,
-                target_dtype)
+    logger.info("loading %s (%.2f GB) to %s as %s%s", directory, total / 1e9, target_device,
+                target_dtype, f", {mode} weights" if mode else "")
     maps: dict[Path, torch.Tensor] = {}  # shard -> its whole file as a mapped uint8 tensor
     for name in names:
         entry = tensors[name]
@@ -221,9 +236,17 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
         _set_parameter(model, name, tensor)
         if bar is not None:
             bar.update(entry.nbytes)
+    for name, module in quantized.items():
+        entry = _weight_entry(tensors, name, config)
+        _stream_quantized(module, entry, mode or "")
+        if module.bias is not None:
+            bias = tensors[f"{name}.bias"]
+            module.bias.copy_(_read_rows(bias, 0, bias.shape[0]))
+        if bar is not None:
+            bar.update(entry.nbytes)
     if bar is not None:
         bar.close()
-    if config.tie_word_embeddings:
+    if config.tie_word_embeddings and "lm_head" not in quantized:
         model.lm_head.weight = model.model.language_model.embed_tokens.weight
     _init_buffers(model, config, target_device)
     model.eval()
@@ -272,6 +295,54 @@ def _mapped_tensor(entry: TensorEntry, dtype: torch.dtype,
                                   "to copy the weights instead") from exc
     raw = maps[entry.file][entry.offset:entry.offset + entry.nbytes]
     return raw.view(dtype).view(entry.shape)
+
+
+def _replace_linears(model: nn.Module, mode: str, device: torch.device,
+                     dtype: torch.dtype) -> dict[str, QuantizedLinear]:
+    """Swap every linear layer quantize.py selects for an empty quantized one."""
+    quantized: dict[str, QuantizedLinear] = {}
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and is_quantized_linear(name):
+            quantized[name] = for_linear(mode, name, module, device, dtype)
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent), leaf, quantized[name])
+    return quantized
+
+
+def _weight_entry(tensors: dict[str, TensorEntry], name: str, config: Glm4vConfig) -> TensorEntry:
+    """The checkpoint tensor a quantized layer's weight comes from (a tied head: the embedding)."""
+    if name == "lm_head" and config.tie_word_embeddings:
+        return tensors["model.language_model.embed_tokens.weight"]
+    return tensors[f"{name}.weight"]
+
+
+def _stream_quantized(module: QuantizedLinear, entry: TensorEntry, mode: str) -> None:
+    """Quantize one weight a block of rows at a time, straight from the file."""
+    rows = entry.shape[0]
+    step = rows_per_block(mode, entry.shape[1], QUANTIZE_BLOCK_BYTES)
+    for start in range(0, rows, step):
+        module.quantize_rows(start, _read_rows(entry, start, min(step, rows - start)))
+    module.finish()
+
+
+def _read_rows(entry: TensorEntry, start: int, count: int) -> torch.Tensor:
+    """Rows start..start+count of a stored tensor, read with a plain file read (no mapping,
+    so no file page is charged to our RSS)."""
+    dtype = _TORCH_DTYPE.get(entry.dtype)
+    if dtype is None:
+        raise CheckpointError(f"{entry.file}: a tensor is stored as {entry.dtype}; quantizing "
+                              "needs F32, BF16 or F16 weights")
+    row_bytes = entry.nbytes // max(entry.shape[0], 1)
+    buffer = torch.empty(count * row_bytes, dtype=torch.uint8)
+    try:
+        with open(entry.file, "rb") as handle:
+            handle.seek(entry.offset + start * row_bytes)
+            read = handle.readinto(buffer.numpy())
+    except OSError as exc:
+        raise CheckpointError(f"{entry.file}: cannot read ({exc})") from exc
+    if read != buffer.numel():
+        raise CheckpointError(f"{entry.file}: file is truncated; re-download it")
+    return buffer.view(dtype).view(count, *entry.shape[1:])
 
 
 def _set_parameter(model: nn.Module, name: str, tensor: torch.Tensor) -> None:

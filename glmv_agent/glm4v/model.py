@@ -41,13 +41,14 @@ class Glm4vModel(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.language_model.embed_tokens.weight
 
+    # From the embedding: it always holds the compute dtype (lm_head may be quantized).
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        return self.model.language_model.embed_tokens.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.lm_head.weight.dtype
+        return self.model.language_model.embed_tokens.weight.dtype
 
     # ---- public API -------------------------------------------------------------------
 

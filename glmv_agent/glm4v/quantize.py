@@ -1,0 +1,278 @@
+"""Weight-only int8 / int4 quantization of the text decoder's linear layers and `lm_head`.
+
+Decode at batch 1 reads every decoder weight once per token, so it is bound by memory
+bandwidth: storing the weights in 8 or 4 bits makes each token read 2x / ~4x fewer bytes.
+Activations stay in the compute dtype (bf16 by default); only the weights are quantized.
+
+- int8: symmetric, one scale per output channel (row): w ~= q * scale, q in [-127, 127].
+- int4: asymmetric round-to-nearest in groups of INT4_GROUP_SIZE input features, the
+  layout torch's int4 kernels take: w ~= (q - 8) * scale + zero, q in [0, 15], one
+  (scale, zero) pair per group and output channel.
+
+Kernels (torch's own; torchao is not needed):
+
+| device | int8 | int4 |
+|---|---|---|
+| CPU  | `_weight_int8pack_mm` | `_weight_int4pack_mm_for_cpu` (weights packed by `_convert_weight_to_int4pack_for_cpu`) |
+| CUDA | `_weight_int8pack_mm` | `_weight_int4pack_mm` (tinygemm, bf16 only; packed by `_convert_weight_to_int4pack`) |
+
+These kernels are matrix-vector kernels: measured on a 2-core AMD EPYC (AVX-512 bf16), they
+beat the bf16 matmul 2.6-3x (int8) and 3.3-4.7x (int4) at one row, but are 2-3x *slower* at
+prompt length (1216 rows, where the bf16 matmul is compute bound). So on CPU, inputs with
+more than SMALL_BATCH_ROWS rows (prefill) dequantize the layer's weight into a temporary
+bf16 matrix and use the ordinary matmul: ~10% (int8) / ~30% (int4) dearer than bf16,
+instead of 2-3x. (The packed kernels' cost grows about linearly with rows; at ~32 rows it
+meets the dequantize-once cost.)
+
+The CUDA paths are written to torch's documented kernel contracts but have NOT been run on
+a GPU by this project yet.
+
+Modules are created empty (`for_linear`) and filled a block of rows at a time
+(`quantize_rows`), so a loader can quantize a checkpoint while streaming it, never holding a
+full-precision copy of a large matrix (see loading.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+
+QUANTIZE_MODES = ("int8", "int4")
+INT4_GROUP_SIZE = 128
+# CPU int4 packing works on blocks of this many output rows (see _unpack_int4_cpu).
+INT4_CPU_ROW_BLOCK = 64
+# At most this many input rows go through the packed kernels; more (prefill) dequantize.
+SMALL_BATCH_ROWS = 32
+_COMPUTE_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def resolve_quantize(quantize: str | None) -> str | None:
+    """None, "int8" or "int4" (case-insensitive; "none" means None); anything else is an error."""
+    if quantize is None:
+        return None
+    key = str(quantize).lower()
+    if key in ("", "none"):
+        return None
+    if key not in QUANTIZE_MODES:
+        raise ConfigError(f"unknown quantize mode {quantize!r}; use None, 'int8' or 'int4'")
+    return key
+
+
+def is_quantized_linear(name: str) -> bool:
+    """Which linear layers (module names in Glm4vModel) get quantized: every linear layer of
+    the text decoder, and lm_head. The vision tower stays in the compute dtype (it runs once
+    per image, compute bound, where the weight-only kernels do not help)."""
+    return name == "lm_head" or name.startswith("model.language_model.layers.")
+
+
+def check_supported(mode: str, name: str, in_features: int, out_features: int,
+                    device: torch.device, dtype: torch.dtype) -> None:
+    """Raise ConfigError when `mode` cannot run this layer on device/dtype."""
+    where = f"{name} ({out_features}x{in_features})"
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"quantize={mode!r} runs on 'cpu' or 'cuda', not {device.type!r}; "
+                          "load without quantize on this device")
+    if dtype not in _COMPUTE_DTYPES:
+        raise ConfigError(f"quantize={mode!r} needs a float compute dtype, got {dtype}")
+    if mode == "int8":
+        return
+    if device.type == "cuda" and dtype != torch.bfloat16:
+        raise ConfigError(f"quantize='int4' on CUDA needs dtype bfloat16 (torch's int4 kernel), "
+                          f"got {dtype}; use dtype='bfloat16' or quantize='int8'")
+    if in_features % INT4_GROUP_SIZE:
+        raise ConfigError(f"quantize='int4' cannot handle {where}: in_features must be a "
+                          f"multiple of the group size {INT4_GROUP_SIZE}; use quantize='int8'")
+    row_multiple = INT4_CPU_ROW_BLOCK if device.type == "cpu" else 8
+    if out_features % row_multiple:
+        raise ConfigError(f"quantize='int4' cannot handle {where} on {device.type}: "
+                          f"out_features must be a multiple of {row_multiple}; use quantize='int8'")
+
+
+class Int8Linear(nn.Module):
+    """y = x @ (q * scale).T + bias, q int8 [out, in], one scale per output row."""
+
+    def __init__(self, in_features: int, out_features: int, has_bias: bool,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8,
+                                                    device=device))
+        self.register_buffer("scales", torch.ones(out_features, dtype=dtype, device=device))
+        self.bias: torch.Tensor | None
+        self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, device=device)
+                             if has_bias else None)
+
+    @torch.no_grad()
+    def quantize_rows(self, start: int, rows: torch.Tensor) -> None:
+        """Quantize full-precision weight rows [n, in] into rows start..start+n."""
+        rows = rows.to(self.qweight.device, torch.float32)
+        scale = (rows.abs().amax(dim=1) / 127).clamp(min=1e-12)
+        end = start + rows.shape[0]
+        self.qweight[start:end] = torch.round(rows / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        self.scales[start:end] = scale.to(self.scales.dtype)
+
+    def finish(self) -> None:
+        """Nothing to pack for int8 (the kernels take q and scales as they are)."""
+
+    def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.qweight.to(dtype) * self.scales.to(dtype)[:, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        scales = self.scales.to(x.dtype)
+        if flat.shape[0] <= SMALL_BATCH_ROWS:
+            out = torch._weight_int8pack_mm(flat, self.qweight, scales)
+        else:
+            # int8 codes are exact in bf16/fp16/fp32; the row scale applies to the output.
+            out = F.linear(flat, self.qweight.to(x.dtype)) * scales
+        if self.bias is not None:
+            out = out + self.bias.to(x.dtype)
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+
+class Int4Linear(nn.Module):
+    """y = x @ W.T + bias, W stored as 4-bit codes in groups of INT4_GROUP_SIZE along `in`.
+
+    `qweight` is the kernel's packed layout for the device (CPU: uint8 [out, in/2], packed
+    at load, block by block; CUDA: the int32 tensor-core layout, packed by `finish()` from
+    plain nibbles). `scales_and_zeros` is [in/group, out, 2] in the compute dtype.
+    """
+
+    def __init__(self, in_features: int, out_features: int, has_bias: bool,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.groups = in_features // INT4_GROUP_SIZE
+        self.register_buffer("qweight", torch.zeros(out_features, in_features // 2,
+                                                    dtype=torch.uint8, device=device))
+        self.register_buffer("scales_and_zeros", torch.zeros(self.groups, out_features, 2,
+                                                             dtype=dtype, device=device))
+        self.bias: torch.Tensor | None
+        self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, device=device)
+                             if has_bias else None)
+        self.packed = False
+
+    @torch.no_grad()
+    def quantize_rows(self, start: int, rows: torch.Tensor) -> None:
+        """Quantize rows [n, in] into rows start..start+n (CPU: n a multiple of 64 or the rest)."""
+        device = self.qweight.device
+        rows = rows.to(device, torch.float32)
+        n = rows.shape[0]
+        grouped = rows.view(n, self.groups, INT4_GROUP_SIZE)
+        low, high = grouped.amin(dim=-1), grouped.amax(dim=-1)
+        scale = ((high - low) / 15).clamp(min=1e-12)
+        codes = torch.round((grouped - low[..., None]) / scale[..., None]).clamp_(0, 15)
+        codes = codes.to(torch.int32).view(n, self.in_features)
+        # zero is the value of code 8 (the kernels compute (q - 8) * scale + zero)
+        zero = low + 8 * scale
+        self.scales_and_zeros[:, start:start + n] = torch.stack([scale, zero], dim=-1) \
+            .transpose(0, 1).to(self.scales_and_zeros.dtype)
+        if device.type == "cpu":
+            # CPU packing is row-block local (64 rows at a time), so blocks pack independently.
+            self.qweight[start:start + n] = torch._convert_weight_to_int4pack_for_cpu(codes, 1)
+        else:
+            # Plain nibbles (even column in the high half), packed for tinygemm in finish().
+            self.qweight[start:start + n] = (codes[:, ::2] << 4 | codes[:, 1::2]).to(torch.uint8)
+
+    def finish(self) -> None:
+        """After every row is quantized: pack for the CUDA kernel (CPU is packed already)."""
+        if self.qweight.device.type == "cuda" and not self.packed:
+            tiles = 8 if self.in_features % (8 * 16) == 0 else 2
+            self.qweight = torch._convert_weight_to_int4pack(self.qweight, tiles)
+        self.packed = True
+
+    def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
+        """The full [out, in] weight (CPU layout only): w = q * scale + (zero - 8 * scale)."""
+        return _dequantize_int4_cpu(self.qweight, self.scales_and_zeros, dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        sz = self.scales_and_zeros.to(x.dtype)
+        if flat.device.type == "cuda":
+            out = torch._weight_int4pack_mm(flat, self.qweight, INT4_GROUP_SIZE, sz)
+        elif flat.shape[0] <= SMALL_BATCH_ROWS:
+            out = torch._weight_int4pack_mm_for_cpu(flat, self.qweight, INT4_GROUP_SIZE, sz)
+        else:
+            out = F.linear(flat, self.dequantized(x.dtype))
+        if self.bias is not None:
+            out = out + self.bias.to(x.dtype)
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"int4 group {INT4_GROUP_SIZE}")
+
+
+QuantizedLinear = Int8Linear | Int4Linear
+
+
+def for_linear(mode: str, name: str, linear: nn.Linear, device: torch.device,
+               dtype: torch.dtype) -> QuantizedLinear:
+    """An empty quantized replacement for `linear` (whose weight may be on `meta`)."""
+    check_supported(mode, name, linear.in_features, linear.out_features, device, dtype)
+    cls = Int8Linear if mode == "int8" else Int4Linear
+    return cls(linear.in_features, linear.out_features, linear.bias is not None, device, dtype)
+
+
+def rows_per_block(mode: str, in_features: int, budget_bytes: int) -> int:
+    """How many weight rows to quantize at once so one block's fp32 copy stays in budget."""
+    rows = max(1, budget_bytes // (4 * in_features))
+    if mode == "int4":  # CPU packing needs whole 64-row blocks
+        rows = max(INT4_CPU_ROW_BLOCK, rows // INT4_CPU_ROW_BLOCK * INT4_CPU_ROW_BLOCK)
+    return rows
+
+
+def quantize_linear(mode: str, linear: nn.Linear, name: str = "linear",
+                    budget_bytes: int = 64 << 20) -> QuantizedLinear:
+    """Quantize a loaded nn.Linear (on its own device, in its dtype) block by block."""
+    weight = linear.weight.detach()
+    module = for_linear(mode, name, linear, weight.device, weight.dtype)
+    step = rows_per_block(mode, linear.in_features, budget_bytes)
+    for start in range(0, linear.out_features, step):
+        module.quantize_rows(start, weight[start:start + step])
+    if linear.bias is not None and module.bias is not None:
+        module.bias.copy_(linear.bias.detach())
+    module.finish()
+    return module
+
+
+def _dequantize_int4_cpu(packed: torch.Tensor, scales_and_zeros: torch.Tensor,
+                         dtype: torch.dtype, blocks_per_step: int = 8) -> torch.Tensor:
+    """Inverse of `_convert_weight_to_int4pack_for_cpu(codes, 1)` + the group affine map.
+
+    That layout (torch 2.5+, out_features % 64 == 0): per block of 64 output rows, for each
+    input column k, 32 bytes; byte i holds row i of the block in its low nibble and row 32 + i
+    in its high nibble (checked against torch's packer in tests/test_glm4v_quantize.py).
+    Done `blocks_per_step` blocks at a time so the intermediates stay in cache (about 2x
+    faster here than whole-matrix passes).
+    """
+    groups, out_features, _ = scales_and_zeros.shape
+    in_features = groups * INT4_GROUP_SIZE
+    nblocks = out_features // INT4_CPU_ROW_BLOCK
+    shape = (nblocks, INT4_CPU_ROW_BLOCK, groups, 1)
+    scale = scales_and_zeros[..., 0].t().to(dtype)
+    low = (scales_and_zeros[..., 1].t().to(dtype) - 8 * scale).reshape(shape)
+    scale = scale.reshape(shape)
+    blocks = packed.view(nblocks, in_features, 32)
+    codes = torch.empty(nblocks, in_features, INT4_CPU_ROW_BLOCK, dtype=torch.uint8)
+    out = torch.empty(nblocks, INT4_CPU_ROW_BLOCK, groups, INT4_GROUP_SIZE, dtype=dtype)
+    for b in range(0, nblocks, blocks_per_step):
+        e = b + blocks_per_step
+        torch.bitwise_and(blocks[b:e], 0xF, out=codes[b:e, :, :32])
+        torch.bitwise_right_shift(blocks[b:e], 4, out=codes[b:e, :, 32:])
+        rows = codes[b:e].transpose(1, 2).unflatten(2, (groups, INT4_GROUP_SIZE))
+        torch.addcmul(low[b:e], rows, scale[b:e], out=out[b:e])
+    return out.view(out_features, in_features)
+
+
+def _unpack_int4_cpu(packed: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
+    """The 4-bit codes [out, in] of a CPU-packed weight (tests check it inverts the packer)."""
+    blocks = packed.view(out_features // INT4_CPU_ROW_BLOCK, in_features, 32)
+    both = torch.cat([blocks & 0xF, blocks >> 4], dim=2)  # [blocks, in, 64 rows]
+    return both.transpose(1, 2).reshape(out_features, in_features)
