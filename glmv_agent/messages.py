@@ -13,6 +13,7 @@ them with the checkpoint's own chat template and the OpenAI backend can translat
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, TypedDict, Union
 
 from PIL import Image
@@ -52,6 +53,26 @@ def message(role: Role, *parts: Part | str) -> Message:
     """Build a message; bare strings become text parts."""
     content: list[Part] = [text(p) if isinstance(p, str) else p for p in parts]
     return {"role": role, "content": content}
+
+
+# The chat template's structural tokens: roles, media placeholders, the prompt prefix
+# (`[gMASK]<sop>`), end of text, `/nothink` (special in the GLM-4.5V tokenizer), any other
+# `<|name|>` token. Kept: the grounding-box markers, which answers legitimately contain.
+_STRUCTURAL_TOKEN = re.compile(
+    r"<\|(?!(?:begin|start|end)_of_box\|>)[A-Za-z0-9_]+\|>|\[[gs]?MASK\]|<[se]op>|/nothink")
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+def inert_text(value: str) -> str:
+    """`value` with every structural chat-template token broken (a zero-width space after
+    its first character), so it reaches the model as the same-looking plain text.
+
+    Model answers (echoed in re-asks and history) and page or screen text end up inside
+    prompts; a literal `<|image|>` there would claim an image that was never sent, and a
+    `<|user|>` would open a turn. `<|begin_of_box|>`, `<think>`, `<answer>` are left alone:
+    the answer format uses them and the tokenizer treats the tags as plain text anyway.
+    """
+    return _STRUCTURAL_TOKEN.sub(lambda m: m.group()[0] + ZERO_WIDTH_SPACE + m.group()[1:], value)
 
 
 def validate_messages(messages: list[Message]) -> None:

@@ -15,6 +15,7 @@ from importlib import resources
 from PIL import Image
 
 from ..errors import ConfigError
+from ..messages import inert_text
 from .base import HistoryItem
 
 _PLACEHOLDER = re.compile(r"<<([a-z_]+)>>")
@@ -34,11 +35,14 @@ def load_template(relative_path: str) -> str:
 
 
 def render(template: str, **values: str) -> str:
-    """Fill every `<<name>>`; a placeholder without a value is a ConfigError."""
+    """Fill every `<<name>>`; a placeholder without a value is a ConfigError.
+
+    Values (task, history, memory, page elements, URLs: model, page or user text) are
+    inserted as `inert_text`, so they cannot smuggle chat-template tokens into the prompt."""
     missing = sorted({m for m in _PLACEHOLDER.findall(template) if m not in values})
     if missing:
         raise ConfigError(f"prompt template needs values for: {', '.join(missing)}")
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+    return _PLACEHOLDER.sub(lambda m: inert_text(values[m.group(1)]), template)
 
 
 def half_size(image: Image.Image) -> Image.Image:

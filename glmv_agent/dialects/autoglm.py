@@ -59,7 +59,7 @@ from ..actions import (
 )
 from ..envs.base import Observation, Platform
 from ..errors import ConfigError, ParseError
-from ..messages import Message, image, message, text
+from ..messages import Message, image, inert_text, message, text
 from ._history import load_template, render
 from ._syntax import SyntaxProblem, find_calls, parse_call, split_response, to_target
 from .base import Dialect, HistoryItem, Step
@@ -274,7 +274,7 @@ class AutoGLMDialect(Dialect):
             user_text = f"{task}\n\n{info}" if i == 0 else f"** Screen Info **\n\n{info}"
             if i == 0 and not (item.observation_text or "").strip():
                 user_text = task
-            messages.append(message("user", text(user_text)))
+            messages.append(message("user", text(inert_text(user_text))))
             messages.append({"role": "assistant", "content": self.assistant_text(item.step)})
         if history:
             current = f"** Screen Info **\n\n{screen_info(observation.app or UNKNOWN_APP)}"
@@ -282,14 +282,16 @@ class AutoGLMDialect(Dialect):
             current = f"{task}\n\n{screen_info(observation.app)}"
         else:
             current = task
-        messages.append(message("user", image(observation.model_image()), text(current)))
+        messages.append(message("user", image(observation.model_image()),
+                                text(inert_text(current))))
         return messages
 
     @staticmethod
     def assistant_text(step: Step) -> str:
-        """How Open-AutoGLM writes the model's past answer back into the conversation."""
+        """How Open-AutoGLM writes the model's past answer back into the conversation (the
+        model's text inert, the tags real)."""
         action = step.extra.get("action_text") or step.action.to_json()
-        return f"<think>{step.thinking or ''}</think><answer>{action}</answer>"
+        return f"<think>{inert_text(step.thinking or '')}</think><answer>{inert_text(action)}</answer>"
 
     def parse(self, text: str) -> Step:
         if not isinstance(text, str):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
 from ..actions import BaseAction
 from ..envs.base import Observation, Platform
-from ..messages import Message
+from ..messages import Message, inert_text
 
 
 class Step(BaseModel):
@@ -69,11 +69,14 @@ class Dialect(ABC):
     def retry_messages(
         self, messages: list[Message], bad_answer: str, error: str
     ) -> list[Message]:
-        """Messages to re-ask after an unparseable answer (default: append a correction)."""
+        """Messages to re-ask after an unparseable answer (default: append a correction).
+
+        The answer and the error (which quotes it) are echoed as inert text: a literal
+        `<|image|>` or `<|user|>` in them must not become a template token."""
         return [
             *messages,
-            {"role": "assistant", "content": bad_answer},
-            {"role": "user", "content": f"Your answer could not be used: {error} "
+            {"role": "assistant", "content": inert_text(bad_answer)},
+            {"role": "user", "content": f"Your answer could not be used: {inert_text(error)} "
                                          "Answer again in exactly the required format."},
         ]
 

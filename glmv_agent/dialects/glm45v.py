@@ -37,7 +37,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, ClassVar
 
 from ..envs.base import Observation, Platform
-from ..messages import Message, Part, image, message, text
+from ..messages import Message, Part, image, inert_text, message, text
 from ._history import action_text, half_size, load_template, recent_screenshots, render
 from .base import Dialect, HistoryItem, Step
 from .glm41v import (
@@ -140,7 +140,7 @@ class GLM45VDialect(Dialect):
             else:
                 pending += OMITTED
             thought = (item.step.explanation or "").strip()
-            pending += f" Thought: {thought}\nAction: {action_text(item)}"
+            pending += inert_text(f" Thought: {thought}\nAction: {action_text(item)}")
         pending += render(load_template("glm45v/pc_tail.txt"),
                           memory=latest_memory(history, "[]"))
         parts += [text(pending), image(observation.model_image())]
