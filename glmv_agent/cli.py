@@ -457,14 +457,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_mcp(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .backends import make_backend
     from .mcp_server import HTTP_PATH, LOOPBACK, serve
-    from .sessions import AgentSettings
 
-    # stdout is the protocol in stdio mode: nothing else may be printed there.
-    say = _out if args.port is not None else (lambda text: print(text, file=sys.stderr))
     if args.port is not None:
         check_port_free(LOOPBACK, args.port)  # before the weights are loaded
+        settings = mcp_settings(args)
+        where = f"http://{LOOPBACK}:{args.port}{HTTP_PATH}"
+        _out(f"glmv-agent MCP server on {where} (sensitive actions: {args.confirm})")
+    else:
+        # stdout is the protocol: a setup error goes to stderr, the log MCP clients show.
+        try:
+            settings = mcp_settings(args)
+        except GlmvAgentError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return EXIT_USAGE if isinstance(exc, (ConfigError, InputError)) else EXIT_FAILURE
+        print(f"glmv-agent MCP server on stdio (sensitive actions: {args.confirm})",
+              file=sys.stderr, flush=True)
+    try:
+        asyncio.run(serve(settings, port=args.port))
+    finally:
+        settings.backend.close()
+    return EXIT_OK
+
+
+def mcp_settings(args: argparse.Namespace) -> Any:
+    """`glmv-agent mcp`'s AgentSettings: the model, loaded once before serving, and the
+    agent and environment options of `run`."""
+    from .backends import make_backend
+    from .sessions import AgentSettings
+
     if args.max_steps < 1:
         raise ConfigError(f"--max-steps must be at least 1, got {args.max_steps}")
     model, agent_kwargs = resolve_model(args)
@@ -474,7 +495,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     def open_env_for(kind: str, url: str | None) -> Any:
         return open_env(argparse.Namespace(**{**vars(args), "env": kind, "url": url}))
 
-    settings = AgentSettings(
+    return AgentSettings(
         backend=backend, open_env=open_env_for, family=args.family, max_steps=args.max_steps,
         dry_run=args.dry_run, allow_sensitive=args.confirm == "allow",
         trace_root=args.trace_dir, agent_options={
@@ -482,13 +503,6 @@ def cmd_mcp(args: argparse.Namespace) -> int:
             "allowed_domains": args.allowed_domain,
         },
     )
-    where = "stdio" if args.port is None else f"http://{LOOPBACK}:{args.port}{HTTP_PATH}"
-    say(f"glmv-agent MCP server on {where} (sensitive actions: {args.confirm})")
-    try:
-        asyncio.run(serve(settings, port=args.port))
-    finally:
-        backend.close()
-    return EXIT_OK
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -422,6 +422,14 @@ def test_help_names_the_tools_and_options() -> None:
         assert option in result.stdout
 
 
+def test_a_setup_error_over_stdio_goes_to_stderr(tmp_path: Path) -> None:
+    result = subprocess.run([*CLI, "mcp", "--model", str(tmp_path / "missing")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stdout == ""  # stdout is the protocol stream
+    assert "error: cannot use" in result.stderr and "missing" in result.stderr
+
+
 def test_port_in_use_is_a_clear_error_before_the_model_loads(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
