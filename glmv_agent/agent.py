@@ -204,7 +204,10 @@ class Agent:
                 f"unknown Agent option(s) {unknown}; generation parameters are {sorted(known)}"
             )
         params = dict(self.dialect.generation_defaults())
+        extra = {**params.get("extra", {}), **(user.pop("extra", None) or {})}
         params.update({k: v for k, v in user.items() if v is not None and v != [] and v != {}})
+        if extra:
+            params["extra"] = extra  # e.g. AutoGLM's frequency_penalty survives a user's extra
         return params
 
     # -- public API ------------------------------------------------------------------------

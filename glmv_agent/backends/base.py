@@ -12,15 +12,20 @@ from ..messages import Message
 
 @dataclass
 class GenerationParams:
-    """Sampling parameters understood by every backend (unset = backend default)."""
+    """Sampling parameters understood by every backend (unset = backend default).
 
-    max_new_tokens: int = 2048
+    An `Agent` starts from its dialect's `generation_defaults()` (the family's official
+    settings) and applies the fields set here on top."""
+
+    max_new_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
     repetition_penalty: float | None = None
     stop: list[str] = field(default_factory=list)
     enable_thinking: bool | None = None
+    # False keeps `<|begin_of_box|>` and friends in the text (the GUI-agent setting).
+    skip_special_tokens: bool | None = None
     timeout: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -1,8 +1,8 @@
 """A backend for any OpenAI-compatible chat-completions server (vLLM, SGLang, hosted APIs,
 `glmv-agent serve`), spoken to with httpx directly.
 
-Images travel as base64 data URLs. `skip_special_tokens: false` is always sent so GLM's
-`<|begin_of_box|>` markers survive, and `chat_template_kwargs.enable_thinking` switches
+Images travel as base64 data URLs. `skip_special_tokens: false` is sent (unless a caller
+asks for true) so GLM's `<|begin_of_box|>` markers survive, and `chat_template_kwargs.enable_thinking` switches
 thinking. Servers that split reasoning into `reasoning_content` get it re-wrapped as
 `<think>...</think>` in front of the answer, so dialect parsers see the same text as from
 the local engine.
@@ -168,7 +168,8 @@ class OpenAIBackend(Backend):
             "model": self.model,
             "messages": self.to_openai_messages(messages),
             "stream": stream,
-            "skip_special_tokens": False,
+            # Kept by default whatever the dialect says: parsers need the box markers.
+            "skip_special_tokens": bool(params.get("skip_special_tokens") or False),
         }
         for key, name in _BODY_KEYS.items():
             value = params.get(key)

@@ -305,9 +305,10 @@ class AutoGLMDialect(Dialect):
                 "done"}
 
     def generation_defaults(self) -> dict[str, Any]:
-        # Open-AutoGLM's ModelConfig defaults.
+        # Open-AutoGLM's ModelConfig defaults (phone_agent/model/client.py). It does not set
+        # skip_special_tokens; keeping them makes every backend return the same text.
         return {"max_new_tokens": 3000, "temperature": 0.0, "top_p": 0.85,
-                "extra": {"frequency_penalty": 0.2}}
+                "skip_special_tokens": False, "extra": {"frequency_penalty": 0.2}}
 
 
 __all__ = ["AutoGLMDialect", "Note", "CallAPI", "COORDINATES", "format_date", "system_prompt"]

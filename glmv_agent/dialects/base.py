@@ -91,5 +91,7 @@ class Dialect(ABC):
         return set()
 
     def generation_defaults(self) -> dict[str, Any]:
-        """Sampling parameters the family's official client uses."""
+        """Sampling parameters the family's official client uses (GenerationParams fields;
+        `extra` for server-only ones). The Agent sends them to every backend, under the
+        user's own settings."""
         return {}

@@ -123,6 +123,13 @@ WEB_EXPECTED = (
     "'ANSWER; <content>answer</content>', 'Key; [Return]'\nMemory_Updated: {...}"
 )
 
+# How the official GUI-agent examples call GLM-4.1V and GLM-4.5V (zai-org/GLM-V
+# examples/gui-agent/glm-41v/gui_agent_41v.py and glm-45v/gui_agent_45v.py, `call_openai_api`):
+# every backend gets these unless the user overrides them.
+GUI_AGENT_SAMPLING: dict[str, Any] = {
+    "max_new_tokens": 8192, "temperature": 0.001, "skip_special_tokens": False,
+}
+
 BING_URL = "https://www.bing.com/"
 NO_HISTORY = "You just started, no action has been performed yet."
 
@@ -626,5 +633,8 @@ class GLM41VDialect(Dialect):
     def shows_unexecuted(self) -> bool:
         return self.platform == "web"  # its history lists Thought, Action, Observation
 
+    def generation_defaults(self) -> dict[str, Any]:
+        return dict(GUI_AGENT_SAMPLING)
 
-__all__ = ["GLM41VDialect", "COORDINATES", "ANDROID_WORLD_APPS"]
+
+__all__ = ["GLM41VDialect", "GUI_AGENT_SAMPLING", "COORDINATES", "ANDROID_WORLD_APPS"]

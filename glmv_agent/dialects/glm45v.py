@@ -41,7 +41,7 @@ from ..messages import Message, Part, image, inert_text, message, text
 from ._history import action_text, half_size, load_template, recent_screenshots, render
 from .base import Dialect, HistoryItem, Step
 from .glm41v import (
-    SUPPORTED_ACTIONS, StartSite, elements_text, latest_memory, mobile_history, parse_answer,
+    GUI_AGENT_SAMPLING, SUPPORTED_ACTIONS, StartSite, elements_text, latest_memory, mobile_history, parse_answer,
     web_previous_actions,
 )
 
@@ -155,6 +155,9 @@ class GLM45VDialect(Dialect):
 
     def shows_unexecuted(self) -> bool:
         return self.platform == "web"  # its history lists Thought, Action, Observation
+
+    def generation_defaults(self) -> dict[str, Any]:
+        return dict(GUI_AGENT_SAMPLING)  # the 4.5V example calls the model the same way
 
 
 _PC_EXPECTED = (
