@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import webbrowser
 from pathlib import Path
@@ -22,11 +23,33 @@ from .errors import BackendError, ConfigError, EnvError, GlmvAgentError, InputEr
 EXIT_OK, EXIT_UNFINISHED, EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 FAMILIES = ("glm-4.1v", "glm-4.5v", "glm-4.6v", "autoglm-phone")
+DTYPE_HELP = ("local engine dtype: bfloat16 (the default, on CPU and GPU alike: the "
+              "checkpoints' own dtype), float16, or float32 (twice the memory)")
+
+
+# What a terminal would act on instead of showing: C0 controls except newline and tab, DEL,
+# C1 controls, and the bidi embeddings/overrides/isolates that reorder the text after them.
+_TERMINAL_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with everything that would drive the terminal (escape sequences, carriage
+    returns, bells, bidi overrides) written as escapes such as `\\x1b`: model and page
+    text reaches the screen as text. Newlines and tabs are kept."""
+    # ascii() writes Python's escape for the character: \r, \x1b, \u202e ...
+    return _TERMINAL_UNSAFE.sub(lambda m: ascii(m.group())[1:-1], text.replace("\r\n", "\n"))
 
 
 def _out(text: str = "") -> None:
     """The CLI's user-facing output (the library itself only logs)."""
-    print(text, flush=True)
+    print(terminal_safe(text), flush=True)
+
+
+class _TerminalSafeFormatter(logging.Formatter):
+    """Log lines quote model and page text too; they reach the terminal escaped as well."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal_safe(super().format(record))
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -44,8 +67,7 @@ def _add_model_args(parser: argparse.ArgumentParser, *, required: bool = False) 
     group.add_argument("--api-key", metavar="KEY",
                        help="API key for --base-url (default: $GLMV_API_KEY or $OPENAI_API_KEY)")
     group.add_argument("--device", default="auto", help="local engine device: auto, cpu, cuda")
-    group.add_argument("--dtype", default=None,
-                       help="local engine dtype: bfloat16 (GPU default), float32 (CPU default)")
+    group.add_argument("--dtype", default=None, help=DTYPE_HELP)
     _add_quantize_arg(group)
 
 
@@ -132,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-name", default=None,
                        help="name clients use (default: the checkpoint folder name)")
     serve.add_argument("--device", default="auto")
-    serve.add_argument("--dtype", default=None)
+    serve.add_argument("--dtype", default=None, help=DTYPE_HELP)
     _add_quantize_arg(serve)
     serve.add_argument("--max-queue", type=int, default=8,
                        help="requests admitted at once (waiting or generating) before answering "
@@ -211,7 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(demo)
     demo.add_argument("--family", default="glm-4.1v", choices=FAMILIES)
     demo.set_defaults(handler=cmd_demo)
+
+    # -v also works after the command (`glmv-agent serve -v`); see `verbosity`.
+    for command in sub.choices.values():
+        command.add_argument("-v", "--verbose", action="count", default=0,
+                             dest="command_verbose", help="more logging (-vv for debug)")
     return parser
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """How many -v were given, before the command and after it together."""
+    return args.verbose + getattr(args, "command_verbose", 0)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -300,7 +332,10 @@ class StreamPrinter:
         self.at_line_start = True
 
     def __call__(self, delta: str) -> None:
-        for piece in delta.splitlines(keepends=True):
+        # Lines end at "\n" only (str.splitlines would also cut at \r, \x0b, \x1c ...).
+        for piece in re.split(r"(?<=\n)", terminal_safe(delta)):
+            if not piece:
+                continue
             if self.at_line_start:
                 sys.stdout.write("        | ")
             sys.stdout.write(piece.rstrip("\n"))
@@ -582,8 +617,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.verbose, args.command_verbose = verbosity(args), 0  # handlers read one total
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_TerminalSafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     try:
         return args.handler(args)
     except KeyboardInterrupt:
