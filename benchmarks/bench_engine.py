@@ -10,8 +10,13 @@ decode tokens/s (greedy, eos disabled). Medians over --runs. Also: this machine'
 read bandwidth, and decode speed as a fraction of the bandwidth limit
 (bytes of decoder weights read per token / bandwidth).
 
+With --quantize, our engine also runs with int8 / int4 weights (its own subprocess for load
+time and peak RSS, and in the interleaved process), compared with transformers bf16, and
+the quantized logits are compared with our bf16 logits at every prompt position.
+
     python benchmarks/bench_engine.py                     # bf16, 2 layers, 3 runs
     python benchmarks/bench_engine.py --dtypes bfloat16 float32 --runs 5 --tokens 32
+    python benchmarks/bench_engine.py --quantize int8 int4 --runs 3
 """
 
 from __future__ import annotations
@@ -47,7 +52,14 @@ def screenshot():  # a 1280x720 desktop-like picture with some structure for the
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's peak RSS. VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss
+    over fork + exec, so a worker would report at least its parent's peak (this driver's
+    1 GiB bandwidth probe), hiding anything smaller."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # not Linux: ru_maxrss is the best there is (KiB on Linux, bytes on macOS)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024  # kB
 
 
 # ----------------------------------------------------------------------------- workers
@@ -56,11 +68,11 @@ def peak_rss_mb() -> float:
 class Ours:
     """Our engine: load, preprocess, prefill, decode."""
 
-    def __init__(self, ckpt: Path, dtype: str) -> None:
+    def __init__(self, ckpt: Path, dtype: str, quantize: str | None = None) -> None:
         from glmv_agent.glm4v.engine import load
         from glmv_agent.messages import image, message
 
-        self.engine = load(ckpt, device="cpu", dtype=dtype, progress=False)
+        self.engine = load(ckpt, device="cpu", dtype=dtype, progress=False, quantize=quantize)
         self.messages = [message("user", image(screenshot()), PROMPT)]
 
     def preprocess(self) -> dict[str, Any]:
@@ -146,27 +158,49 @@ def measure(impl: Any, runs: int, tokens: int) -> dict[str, Any]:
             "runs": {"preprocess_s": pre, "prefill_s": pf, "decode_tok_s": tps}}
 
 
-def worker_alone(kind: str, ckpt: Path, dtype: str, runs: int, tokens: int) -> dict[str, Any]:
+def worker_alone(kind: str, ckpt: Path, dtype: str, runs: int, tokens: int,
+                 quantize: str | None = None) -> dict[str, Any]:
     """One engine in a fresh process: load time and peak RSS are its own."""
     t0 = time.perf_counter()
-    impl = (Ours if kind == "ours" else Theirs)(ckpt, dtype)
+    impl = Ours(ckpt, dtype, quantize) if kind == "ours" else Theirs(ckpt, dtype)
     load_s = time.perf_counter() - t0
     rss_load = peak_rss_mb()
     stats = measure(impl, runs, tokens)
     return {"load_s": load_s, "rss_after_load_mb": rss_load, "peak_rss_mb": peak_rss_mb(), **stats}
 
 
-def worker_interleaved(ckpt: Path, dtype: str, runs: int, tokens: int) -> dict[str, Any]:
-    """Both engines in one process, runs alternating, so a busy shared machine slows both
-    alike: the fairest speed ratio here."""
-    ours, theirs = Ours(ckpt, dtype), Theirs(ckpt, dtype)
-    inputs = {"ours": ours.preprocess(), "theirs": theirs.preprocess()}
-    out: dict[str, dict[str, list[float]]] = {"ours": {"prefill_s": [], "decode_tok_s": []},
-                                              "theirs": {"prefill_s": [], "decode_tok_s": []}}
+def worker_interleaved(ckpt: Path, dtype: str, runs: int, tokens: int,
+                       quantize: list[str]) -> dict[str, Any]:
+    """Both engines (and ours quantized) in one process, runs alternating, so a busy shared
+    machine slows all alike: the fairest speed ratio here."""
+    impls: dict[str, Any] = {"ours": Ours(ckpt, dtype), "theirs": Theirs(ckpt, dtype)}
+    impls.update({f"ours {mode}": Ours(ckpt, dtype, mode) for mode in quantize})
+    inputs = {name: impl.preprocess() for name, impl in impls.items()}
+    out: dict[str, dict[str, list[float]]] = {name: {"prefill_s": [], "decode_tok_s": []} for name in impls}
     for _ in range(runs):
-        for name, impl in (("ours", ours), ("theirs", theirs)):
+        for name, impl in impls.items():
             out[name]["prefill_s"].append(impl.prefill(inputs[name]))
             out[name]["decode_tok_s"].append(impl.decode_tok_s(inputs[name], tokens))
+    return out
+
+
+def worker_accuracy(ckpt: Path, dtype: str, quantize: list[str]) -> dict[str, Any]:
+    """Quantized logits vs ours unquantized at every position of the screenshot prompt:
+    relative error ||q - ref|| / ||ref|| (Frobenius, over all positions) and the share of
+    positions whose top-1 token agrees."""
+    import torch
+
+    reference = Ours(ckpt, dtype)
+    inputs = reference.preprocess()
+    keys = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw")
+    ref = reference.engine.model(**{k: inputs[k] for k in keys}).float()
+    del reference
+    out: dict[str, Any] = {"positions": int(ref.shape[1])}
+    for mode in quantize:
+        logits = Ours(ckpt, dtype, mode).engine.model(**{k: inputs[k] for k in keys}).float()
+        out[mode] = {"relative_logit_error": float(torch.linalg.norm(logits - ref) / torch.linalg.norm(ref)),
+                     "top1_agreement": float((logits.argmax(-1) == ref.argmax(-1)).float().mean())}
+        del logits
     return out
 
 
@@ -222,10 +256,21 @@ def decoder_bytes_per_token(ckpt: Path, dtype: str) -> int:
     return total
 
 
-def run_worker(impl: str, ckpt: Path, dtype: str, runs: int, tokens: int) -> dict[str, Any]:
+def cpu_model() -> str:
+    """`lscpu`'s model name (results differ by CPU kind: AMX, AVX-512 bf16, VNNI ...)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown"
+    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")]
+    return names[0] if names else "unknown"
+
+
+def run_worker(impl: str, ckpt: Path, dtype: str, runs: int, tokens: int,
+               quantize: list[str] | None = None) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", impl, "--ckpt", str(ckpt), "--dtypes", dtype,
-           "--runs", str(runs), "--tokens", str(tokens)]
-    print(f"  {impl:6s} {dtype} ...", flush=True)
+           "--runs", str(runs), "--tokens", str(tokens), "--quantize", *(quantize or [])]
+    print(f"  {impl:6s} {dtype} {' '.join(quantize or [])} ...", flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"{impl} worker failed:\n{proc.stderr[-3000:]}")
@@ -257,12 +302,30 @@ def table(results: dict[str, Any]) -> str:
                      f"{bw['limit_tok_s']:.2f} | | median: ours {bw['ours_fraction']:.0%}, theirs "
                      f"{bw['theirs_fraction']:.0%} | best: ours {bw['ours_best_fraction']:.0%}, theirs "
                      f"{bw['theirs_best_fraction']:.0%} | | |")
+    for mode, (ours, dtype) in results.get("quantized", {}).items():
+        theirs = results["by_dtype"][dtype]["theirs"]  # transformers, unquantized
+        for label, key in (("load s", "load_s"), ("peak RSS MB", "peak_rss_mb")):
+            a, b = ours[key], theirs[key]
+            lines.append(f"| {mode} (vs {dtype}) | {label} | {a:.2f} | {b:.2f} | {a / b:.2f} | | | |")
+        for label, key, digits, higher in rows[1:]:
+            a, b = ours[key], theirs[key]
+            ab, bb = _best(ours["runs"][key], higher), _best(theirs["runs"][key], higher)
+            lines.append(f"| {mode} (vs {dtype}) | {label} | {a:.{digits}f} | {b:.{digits}f} | {a / b:.2f} | "
+                         f"{ab:.{digits}f} | {bb:.{digits}f} | {ab / bb:.2f} |")
     for dtype, both in results.get("interleaved", {}).items():
-        for label, key, higher in (("prefill s", "prefill_s", False), ("decode tok/s", "decode_tok_s", True)):
-            a, b = statistics.median(both["ours"][key]), statistics.median(both["theirs"][key])
-            ab, bb = _best(both["ours"][key], higher), _best(both["theirs"][key], higher)
-            lines.append(f"| {dtype} interleaved | {label} | {a:.2f} | {b:.2f} | {a / b:.2f} | "
-                         f"{ab:.2f} | {bb:.2f} | {ab / bb:.2f} |")
+        for name in (n for n in both if n != "theirs"):
+            tag = dtype if name == "ours" else f"{name.split()[1]} (vs {dtype})"
+            for label, key, higher in (("prefill s", "prefill_s", False), ("decode tok/s", "decode_tok_s", True)):
+                a, b = statistics.median(both[name][key]), statistics.median(both["theirs"][key])
+                ab, bb = _best(both[name][key], higher), _best(both["theirs"][key], higher)
+                lines.append(f"| {tag} interleaved | {label} | {a:.2f} | {b:.2f} | {a / b:.2f} | "
+                             f"{ab:.2f} | {bb:.2f} | {ab / bb:.2f} |")
+    accuracy = results.get("accuracy")
+    if accuracy:
+        lines += ["", f"Accuracy vs our unquantized logits, all {accuracy['positions']} prompt positions:", "",
+                  "| weights | relative logit error | top-1 agreement |", "|---|---|---|"]
+        lines += [f"| {mode} | {value['relative_logit_error']:.4f} | {value['top1_agreement']:.3f} |"
+                  for mode, value in accuracy.items() if mode != "positions"]
     return "\n".join(lines)
 
 
@@ -272,28 +335,36 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["bfloat16"], choices=["bfloat16", "float32"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=16, help="new tokens per decode run")
-    parser.add_argument("--worker", choices=["ours", "theirs", "interleaved"], help=argparse.SUPPRESS)
     parser.add_argument("--interleaved-dtypes", nargs="*", default=["bfloat16"],
                         help="dtypes to also run with both engines in one process, alternating "
                              "(needs memory for both; fairest speed ratio on a shared machine)")
+    parser.add_argument("--quantize", nargs="*", default=[], choices=["int8", "int4"],
+                        help="also run our engine with these weight-only quantizations (against "
+                             "transformers in the first --dtypes), and measure their accuracy")
+    parser.add_argument("--worker", choices=["ours", "theirs", "interleaved", "accuracy"], help=argparse.SUPPRESS)
     parser.add_argument("--ckpt", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker == "interleaved":
-        print(json.dumps(worker_interleaved(args.ckpt, args.dtypes[0], args.runs, args.tokens)))
+        print(json.dumps(worker_interleaved(args.ckpt, args.dtypes[0], args.runs, args.tokens, args.quantize)))
+        return
+    if args.worker == "accuracy":
+        print(json.dumps(worker_accuracy(args.ckpt, args.dtypes[0], args.quantize)))
         return
     if args.worker:
-        print(json.dumps(worker_alone(args.worker, args.ckpt, args.dtypes[0], args.runs, args.tokens)))
+        mode = args.quantize[0] if args.quantize else None
+        print(json.dumps(worker_alone(args.worker, args.ckpt, args.dtypes[0], args.runs, args.tokens, mode)))
         return
 
     import torch
 
+    print(f"CPU: {cpu_model()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     ckpt = ensure_checkpoint(args.layers)
     bandwidth = memory_bandwidth_gbs()
     print(f"memory read bandwidth: {bandwidth:.1f} GB/s", flush=True)
     results: dict[str, Any] = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu": cpu_model(),
                     "torch_threads": torch.get_num_threads(), "bandwidth_gbs": bandwidth},
         "settings": {"layers": args.layers, "runs": args.runs, "tokens": args.tokens,
                      "screenshot": "1280x720", "checkpoint": str(ckpt)},
@@ -301,9 +372,15 @@ def main() -> None:
     }
     pairs = {dtype: {impl: run_worker(impl, ckpt, dtype, args.runs, args.tokens) for impl in ("ours", "theirs")}
              for dtype in args.dtypes}
-    interleaved = {dtype: run_worker("interleaved", ckpt, dtype, args.runs, args.tokens)
+    quant_dtype = args.dtypes[0]
+    results["quantized"] = {mode: (run_worker("ours", ckpt, quant_dtype, args.runs, args.tokens, [mode]), quant_dtype)
+                            for mode in args.quantize}
+    interleaved = {dtype: run_worker("interleaved", ckpt, dtype, args.runs, args.tokens,
+                                     args.quantize if dtype == quant_dtype else [])
                    for dtype in args.interleaved_dtypes}
     results["interleaved"] = interleaved
+    if args.quantize:
+        results["accuracy"] = run_worker("accuracy", ckpt, quant_dtype, args.runs, args.tokens, args.quantize)
     # The machine may be shared: measure again afterwards and keep the better (truer) figure.
     bandwidth = max(bandwidth, memory_bandwidth_gbs())
     results["machine"]["bandwidth_gbs"] = bandwidth

@@ -46,7 +46,7 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PROGRESS_THRESHOLD_BYTES = 1 << 30
 CHUNK_BYTES = 64 << 20  # largest piece of a tensor copied at once
-QUANTIZE_BLOCK_BYTES = 32 << 20  # fp32 rows quantized at once (their temporaries are ~4x this)
+QUANTIZE_BLOCK_BYTES = 8 << 20  # fp32 rows quantized at once (their temporaries are ~4x this)
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,

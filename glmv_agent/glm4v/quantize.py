@@ -109,10 +109,12 @@ class Int8Linear(nn.Module):
     def quantize_rows(self, start: int, rows: torch.Tensor) -> None:
         """Quantize full-precision weight rows [n, in] into rows start..start+n."""
         rows = rows.to(self.qweight.device, torch.float32)
-        scale = (rows.abs().amax(dim=1) / 127).clamp(min=1e-12)
+        # Round against the scale as stored (bf16 in a bf16 model), which is what multiplies.
+        scale = (rows.abs().amax(dim=1) / 127).clamp(min=1e-12).to(self.scales.dtype)
         end = start + rows.shape[0]
-        self.qweight[start:end] = torch.round(rows / scale[:, None]).clamp_(-127, 127).to(torch.int8)
-        self.scales[start:end] = scale.to(self.scales.dtype)
+        codes = torch.round(rows / scale.float()[:, None]).clamp_(-127, 127)
+        self.qweight[start:end] = codes.to(torch.int8)
+        self.scales[start:end] = scale
 
     def finish(self) -> None:
         """Nothing to pack for int8 (the kernels take q and scales as they are)."""
@@ -166,13 +168,14 @@ class Int4Linear(nn.Module):
         n = rows.shape[0]
         grouped = rows.view(n, self.groups, INT4_GROUP_SIZE)
         low, high = grouped.amin(dim=-1), grouped.amax(dim=-1)
-        scale = ((high - low) / 15).clamp(min=1e-12)
-        codes = torch.round((grouped - low[..., None]) / scale[..., None]).clamp_(0, 15)
-        codes = codes.to(torch.int32).view(n, self.in_features)
-        # zero is the value of code 8 (the kernels compute (q - 8) * scale + zero)
-        zero = low + 8 * scale
-        self.scales_and_zeros[:, start:start + n] = torch.stack([scale, zero], dim=-1) \
-            .transpose(0, 1).to(self.scales_and_zeros.dtype)
+        # zero is the value of code 8 (the kernels compute (q - 8) * scale + zero); both are
+        # rounded to the stored dtype first, and the codes are rounded against those.
+        stored = self.scales_and_zeros.dtype
+        scale = ((high - low) / 15).clamp(min=1e-12).to(stored)
+        zero = (low + 8 * scale.float()).to(stored)
+        codes = torch.round((grouped - zero.float()[..., None]) / scale.float()[..., None]) + 8
+        codes = codes.clamp_(0, 15).to(torch.int32).view(n, self.in_features)
+        self.scales_and_zeros[:, start:start + n] = torch.stack([scale, zero], dim=-1).transpose(0, 1)
         if device.type == "cpu":
             # CPU packing is row-block local (64 rows at a time), so blocks pack independently.
             self.qweight[start:start + n] = torch._convert_weight_to_int4pack_for_cpu(codes, 1)
