@@ -1,0 +1,100 @@
+"""The static-shape decode step and `load(..., compile=True)` on the tiny fp32 checkpoint.
+
+Compiling runs inductor for real (C++ kernels built with gcc), once per module: the compiled
+engine must give the eager engine's greedy tokens, without recompiling per token or per prompt
+length.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch._dynamo.utils import counters
+
+from glmv_agent.errors import ConfigError, InputError
+from glmv_agent.glm4v.compiled import CompiledDecodeStep
+from glmv_agent.glm4v.engine import Glm4vEngine, load
+from glmv_agent.glm4v.generation import CACHE_LENGTH_BUCKET, cache_length
+from glmv_agent.messages import image, message
+
+TEXT_CHAT = [message("user", "Open the settings and turn on dark mode.")]
+IMAGE_CHAT = [message("user", image(Image.new("RGB", (224, 160), (30, 120, 200))), "Click the blue button.")]
+# Long enough to need a larger cache bucket than the chats above.
+LONG_CHAT = [message("user", "Open the settings and turn on dark mode. " * 30)]
+GREEDY = {"max_new_tokens": 20, "eos_token_ids": (), "do_sample": False}
+
+
+def graphs_compiled() -> int:
+    return counters["stats"]["unique_graphs"]
+
+
+@pytest.fixture(scope="module")
+def eager(tiny_checkpoint: Path) -> Glm4vEngine:
+    return load(tiny_checkpoint, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def compiled(tiny_checkpoint: Path) -> Glm4vEngine:
+    t0 = time.perf_counter()
+    engine = load(tiny_checkpoint, device="cpu", dtype="float32", compile=True)
+    print(f"load(compile=True) on the tiny checkpoint: {time.perf_counter() - t0:.1f} s")
+    return engine
+
+
+def test_compiled_greedy_equals_eager_without_recompiling(eager: Glm4vEngine, compiled: Glm4vEngine):
+    assert isinstance(compiled._step, CompiledDecodeStep)
+    before = graphs_compiled()
+    lengths = set()
+    for chat in (TEXT_CHAT, IMAGE_CHAT, LONG_CHAT):
+        want, got = eager.generate(chat, **GREEDY), compiled.generate(chat, **GREEDY)
+        assert got.token_ids == want.token_ids
+        assert got.text == want.text
+        lengths.add(cache_length(got.prompt_tokens, GREEDY["max_new_tokens"]))
+    # Streaming goes through the same compiled step.
+    assert "".join(compiled.stream(TEXT_CHAT, **GREEDY)) == eager.generate(TEXT_CHAT, **GREEDY).text
+    assert len(lengths) >= 2  # the prompts really used different cache shapes
+    assert graphs_compiled() == before  # all compiled at load: none per token or per length
+
+
+def test_compiled_sampling_with_a_seed_equals_eager(eager: Glm4vEngine, compiled: Glm4vEngine):
+    sample = {**GREEDY, "do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 5}
+    assert compiled.generate(IMAGE_CHAT, **sample).token_ids == eager.generate(IMAGE_CHAT, **sample).token_ids
+
+
+def test_decode_over_the_whole_buffer_matches_an_exactly_sized_cache(eager: Glm4vEngine):
+    # Masked slots contribute exactly 0: a cache with hundreds of unused slots gives the
+    # logits of one sized to the tokens, step by step.
+    model = eager.model
+    inputs = eager.prepare(IMAGE_CHAT)
+    ids = inputs["input_ids"]
+    extra = {k: inputs[k] for k in ("pixel_values", "image_grid_thw")}
+    steps = 12
+    exact = model.new_cache(1, ids.shape[1] + steps)
+    roomy = model.new_cache(1, 4 * CACHE_LENGTH_BUCKET)
+    with torch.inference_mode():
+        a, b = model.prefill(ids, exact, **extra), model.prefill(ids, roomy, **extra)
+        for _ in range(steps):
+            assert torch.equal(a.argmax(-1), b.argmax(-1))
+            assert (a - b).abs().max().item() <= 1e-5
+            token = a.argmax(-1, keepdim=True)
+            a, b = model.decode_step(token, exact), model.decode_step(token, roomy)
+    assert exact.length == roomy.length == ids.shape[1] + steps
+
+
+def test_decode_step_checks_ids_given_by_hand(eager: Glm4vEngine):
+    model = eager.model
+    cache = model.new_cache(1, 32)
+    model.prefill(eager.prepare(TEXT_CHAT)["input_ids"], cache)
+    with pytest.raises(InputError, match="token ids must be in"):
+        model.decode_step(torch.tensor([[model.config.text.vocab_size]]), cache)
+    assert cache.length == cache.valid.sum().item()  # the bad step reserved nothing
+
+
+def test_a_compiled_step_only_serves_its_own_model(eager: Glm4vEngine, compiled: Glm4vEngine):
+    cache = eager.model.new_cache(1, 32)
+    with pytest.raises(ConfigError, match="another model"):
+        compiled._step(eager.model, torch.tensor([[1]]), cache)
