@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
-import shutil
+import json
 import socket
 import threading
 import time
@@ -400,15 +400,53 @@ def test_streamed_requests_are_batched_too(served: Served, engine: Glm4vEngine) 
     assert list(served.scheduler.batch_sizes)[sizes_before:] == [2]
 
 
+def test_requests_sent_together_to_an_idle_server_share_one_batch(engine: Glm4vEngine) -> None:
+    """The idle engine waits for admitted requests still being preprocessed (the window is
+    600 s here, so a wait for anything else would time the clients out), and a lone
+    request does not wait at all."""
+    config = ServerConfig(model_name=MODEL, max_batch=4, batch_wait_s=600)
+    with running_server(engine, config) as idle:
+        lone = httpx.post(idle.v1 + "/chat/completions", json={"messages": user("alone"), "max_tokens": 2},
+                          timeout=60)
+        assert lone.status_code == 200 and list(idle.scheduler.batch_sizes) == [1]
+        # Four bodies that are all on their way in before the first one is complete.
+        bodies = [json.dumps({"messages": user(q), "max_tokens": 3, "temperature": 0}).encode()
+                  for q in ("a", "bb", "ccc", "dddd")]
+        socks = [_raw_request(idle, body, send=len(body) - 1) for body in bodies]
+        wait_until(lambda: idle.scheduler.arriving == 4, "the four requests did not arrive")
+        for sock, body in zip(socks, bodies):
+            sock.sendall(body[-1:])
+        replies = [_read_response(sock) for sock in socks]
+        assert all(reply.startswith(b"HTTP/1.1 200") for reply in replies), replies
+        assert list(idle.scheduler.batch_sizes) == [1, 4]
+        bad = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {
+            "url": "data:image/png;base64,AAAA"}}]}], "max_tokens": 2}
+        # One of two fails in preprocessing: the other must not wait for it.
+        threads, results = post_in_threads(idle.v1, [bad, {"messages": user("ok"), "max_tokens": 2}])
+        for thread in threads:
+            thread.join(120)
+        assert [r.status_code for r in results] == [400, 200]
+
+
 # ----------------------------------------------------------------------------- admission and cancellation
 
 
-def _raw_request(served: Served, body: bytes) -> socket.socket:
+def _raw_request(served: Served, body: bytes, send: int | None = None) -> socket.socket:
+    """A chat request on a raw socket, of which the first `send` bytes of the body are sent."""
     port = int(served.url.rsplit(":", 1)[1])
-    sock = socket.create_connection(("127.0.0.1", port))
+    sock = socket.create_connection(("127.0.0.1", port), timeout=120)
     sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+                 b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+                 + body[:send])
     return sock
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    with sock:
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
 
 
 def test_disconnected_non_streaming_client_cancels_its_generation(served: Served) -> None:

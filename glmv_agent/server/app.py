@@ -73,7 +73,8 @@ def create_app(engine: Any, config: ServerConfig, policy: ImagePolicy | None = N
     """The ASGI app over one engine. The batch scheduler runs while the app's lifespan does."""
     config.validate()
     policy = policy or ImagePolicy.from_config(config)
-    scheduler = BatchScheduler(engine, max_queue=config.max_queue, max_batch=config.max_batch)
+    scheduler = BatchScheduler(engine, max_queue=config.max_queue, max_batch=config.max_batch,
+                               batch_wait_s=config.batch_wait_s)
     # Image decoding and tokenizing: a small pool bounds the memory they take at once.
     workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="glmv-preprocess")
 
@@ -138,10 +139,11 @@ def create_app(engine: Any, config: ServerConfig, policy: ImagePolicy | None = N
     @app.post("/chat/completions", include_in_schema=False)
     async def chat_completions(request: Request) -> Response:
         loop = asyncio.get_running_loop()
-        raw = await read_body(request, config)
-        body = await loop.run_in_executor(workers, parse_json_body, raw)
-        job = parse_chat_request(body, config)
-        slot = scheduler.admit()
+        with scheduler.arrival():
+            raw = await read_body(request, config)
+            body = await loop.run_in_executor(workers, parse_json_body, raw)
+            job = parse_chat_request(body, config)
+            slot = scheduler.admit()
         handed_over = False
         try:
             ticket = await loop.run_in_executor(workers, prepare, engine, job, config, policy, loop)

@@ -19,6 +19,7 @@ class ServerConfig:
     api_key: str | None = None
     max_queue: int = 8  # requests admitted (preprocessing, waiting or generating) before 503
     max_batch: int = 4  # requests decoded together
+    batch_wait_s: float = 0.05  # an idle engine waits this long for requests still being preprocessed
     default_max_tokens: int = 2048  # when a request sends no max_tokens (clipped to the context)
     max_tokens_limit: int = 32768
     context_length: int = DEFAULT_CONTEXT_LENGTH  # prompt + new tokens must fit
@@ -51,6 +52,8 @@ class ServerConfig:
         if self.max_batch > self.max_queue:
             raise ConfigError(f"--max-batch ({self.max_batch}) cannot exceed --max-queue "
                               f"({self.max_queue}): a batch is made of admitted requests")
+        if not 0 <= self.batch_wait_s < float("inf"):
+            raise ConfigError(f"--batch-wait-ms must be >= 0, got {self.batch_wait_s * 1000:g}")
         for name, seconds in (("fetch_timeout_s", self.fetch_timeout_s),
                               ("header_timeout_s", self.header_timeout_s),
                               ("body_timeout_s", self.body_timeout_s)):

@@ -7,7 +7,10 @@ scheduler thread owns the engine: when it is free it takes the oldest waiting re
 every other waiting request with the *same generation settings* (sampling, stop strings,
 max_tokens, thinking on/off), up to `max_batch`, and decodes them as one left-padded
 batch ("batch what is queued when a batch starts"; requests arriving mid-batch wait for
-the next one). Grouping by identical settings keeps every request's own settings without
+the next one). When the engine is idle and other requests are still on their way in
+(body being read, validated or preprocessed), it waits up to `batch_wait_s` after the
+oldest one was queued for them to join (clients that send together get one batch, not
+1 + 3); a lone request never waits. Grouping by identical settings keeps every request's own settings without
 per-row options in the engine; greedy requests get the same tokens batched as alone.
 Seeded sampling runs alone, since a batch shares one random generator.
 
@@ -22,8 +25,10 @@ import asyncio
 import dataclasses
 import logging
 import threading
+import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +56,7 @@ class Ticket:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    submitted: float = field(default_factory=time.monotonic)
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -93,11 +99,13 @@ class Admission:
 class BatchScheduler:
     """The admission counter, the waiting queue and the thread that runs batches."""
 
-    def __init__(self, engine: Any, *, max_queue: int, max_batch: int) -> None:
+    def __init__(self, engine: Any, *, max_queue: int, max_batch: int, batch_wait_s: float = 0.0) -> None:
         self.engine = engine
         self.max_queue = max_queue
         self.max_batch = max_batch
+        self.batch_wait_s = batch_wait_s
         self.admitted = 0
+        self.arriving = 0  # requests whose body is being read and validated (not admitted yet)
         self.running = 0
         self.batch_sizes: deque[int] = deque(maxlen=256)  # of recent batches (/health, tests)
         self.abandoned = 0  # batches stopped because every client had gone
@@ -108,6 +116,18 @@ class BatchScheduler:
         self._thread: threading.Thread | None = None
 
     # ---- admission -------------------------------------------------------------------
+
+    @contextmanager
+    def arrival(self) -> Iterator[None]:
+        """Count a request from its first byte of body until it is admitted or refused."""
+        with self._lock:
+            self.arriving += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.arriving -= 1
+                self._lock.notify_all()
 
     def admit(self) -> Admission:
         """Take a slot or raise 503."""
@@ -121,6 +141,7 @@ class BatchScheduler:
     def _release(self) -> None:
         with self._lock:
             self.admitted -= 1
+            self._lock.notify_all()  # a request that will not be submitted: stop waiting for it
 
     @property
     def waiting(self) -> int:
@@ -151,6 +172,19 @@ class BatchScheduler:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def _gather(self) -> None:
+        """Wait (briefly) for requests still on their way in to join (caller holds the lock)."""
+        deadline = self._waiting[0].submitted + self.batch_wait_s
+        while not self._stopping and self._waiting:
+            key = self._waiting[0].key
+            on_the_way = self.arriving + self.admitted - len(self._waiting)
+            if on_the_way <= 0 or sum(t.key == key for t in self._waiting) >= self.max_batch:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._lock.wait(remaining)
+
     def _next_batch(self) -> list[Ticket]:
         """The oldest waiting request and those that share its settings (caller holds the lock)."""
         while self._waiting and self._waiting[0].cancelled.is_set():
@@ -170,6 +204,7 @@ class BatchScheduler:
                     self._lock.wait()
                 if self._stopping:
                     return
+                self._gather()
                 batch = self._next_batch()
                 self._running_batch = batch
                 self.running = len(batch)
