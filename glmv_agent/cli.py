@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "503 (default: %(default)s)")
     serve.add_argument("--max-batch", type=int, default=4,
                        help="waiting requests with the same settings decoded together (default: %(default)s)")
+    serve.add_argument("--batch-wait-ms", type=float, default=50,
+                       help="an idle engine waits this long for requests still being preprocessed to "
+                            "join its batch (default: %(default)s)")
     serve.add_argument("--api-key", default=os.environ.get("GLMV_SERVE_API_KEY"),
                        help="require 'Authorization: Bearer KEY' on /v1/* (default: $GLMV_SERVE_API_KEY; "
                             "unset = no key)")
@@ -464,7 +467,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--model {path}: no config.json; expected a checkpoint directory")
     config = ServerConfig(
         model_name=args.model_name or path.resolve().name, api_key=args.api_key,
-        max_queue=args.max_queue, max_batch=args.max_batch, default_max_tokens=args.default_max_tokens,
+        max_queue=args.max_queue, max_batch=args.max_batch, batch_wait_s=args.batch_wait_ms / 1000,
+        default_max_tokens=args.default_max_tokens,
         context_length=args.max_model_len or checkpoint_context_length(path),
         max_body_bytes=args.max_body_mb * 2**20, max_request_pixels=args.max_request_pixels,
         allow_remote_images=args.allow_remote_images,
