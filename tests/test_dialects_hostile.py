@@ -222,3 +222,38 @@ def test_inert_text_keeps_the_format_tokens_and_reads_the_same() -> None:
     broken = inert_text(INJECTED)
     assert broken.replace(ZERO_WIDTH_SPACE, "") == INJECTED
     assert inert_text(broken) == broken
+
+
+def _scan_from(text: str, start: int, open_ch: str, close_ch: str) -> int | None:
+    """Reference: the straightforward per-start scan the one-pass matcher replaces."""
+    depth, quote, i = 0, None, start
+    while i < len(text):
+        ch = text[i]
+        if quote is not None:
+            if ch == "\\":
+                i += 2
+                continue
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == open_ch:
+            depth += 1
+        elif ch == close_ch:
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.text(alphabet="({)}'\"\\ab", max_size=60), brackets=st.sampled_from(["()", "{}"]))
+def test_one_pass_bracket_matching_equals_scanning_from_each_start(text: str,
+                                                                   brackets: str) -> None:
+    from glmv_agent.dialects._syntax import closing_brackets
+
+    open_ch, close_ch = brackets
+    starts = [i for i, ch in enumerate(text) if ch == open_ch]
+    expected = {s: e for s in starts if (e := _scan_from(text, s, open_ch, close_ch)) is not None}
+    assert closing_brackets(text, starts, open_ch, close_ch) == expected

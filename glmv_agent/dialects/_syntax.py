@@ -230,9 +230,10 @@ def closing_brackets(text: str, starts: list[int], open_ch: str, close_ch: str) 
         # Nothing is waiting: jump to the next start and read on until nothing waits again.
         for match in special.finditer(text, todo[next_start]):
             i, ch = match.start(), match.group()
-            if next_start < len(todo) and todo[next_start] == i:
-                scan = scans.setdefault((None, -1), _Scan())
-                scan.waiting.setdefault(scan.depth, []).append(i)
+            while next_start < len(todo) and todo[next_start] <= i:  # (a start that is
+                if todo[next_start] == i:                             # no bracket is skipped)
+                    scan = scans.setdefault((None, -1), _Scan())
+                    scan.waiting.setdefault(scan.depth, []).append(i)
                 next_start += 1
             if len(scans) == 1 and (ch == open_ch or ch == close_ch) and (None, -1) in scans:
                 # Fast path (the bulk of a long answer): one scan, outside quotes.
