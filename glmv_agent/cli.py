@@ -69,6 +69,7 @@ def _add_model_args(parser: argparse.ArgumentParser, *, required: bool = False) 
     group.add_argument("--device", default="auto", help="local engine device: auto, cpu, cuda")
     group.add_argument("--dtype", default=None, help=DTYPE_HELP)
     _add_quantize_arg(group)
+    _add_compile_arg(group)
 
 
 def _add_quantize_arg(parser: Any) -> None:
@@ -76,6 +77,12 @@ def _add_quantize_arg(parser: Any) -> None:
                         help="local engine: weight-only quantization of the text decoder and "
                              "lm_head while loading (int8: about half the memory, int4: about a "
                              "third; faster decode, see README)")
+
+
+def _add_compile_arg(parser: Any) -> None:
+    parser.add_argument("--compile", action="store_true",
+                        help="local engine: compile the decode step with torch.compile at load "
+                             "(CUDA graphs on a GPU); costs compile time once, see README")
 
 
 def _add_agent_args(parser: argparse.ArgumentParser, *, interactive: bool = True) -> None:
@@ -156,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default="auto")
     serve.add_argument("--dtype", default=None, help=DTYPE_HELP)
     _add_quantize_arg(serve)
+    _add_compile_arg(serve)
     serve.add_argument("--max-queue", type=int, default=8,
                        help="requests admitted at once (waiting or generating) before answering "
                             "503 (default: %(default)s)")
@@ -273,7 +281,7 @@ def resolve_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     path = Path(args.model)
     if path.is_dir():
         return path, {"backend_options": {"device": args.device, "dtype": args.dtype,
-                                          "quantize": args.quantize}}
+                                          "quantize": args.quantize, "compile": args.compile}}
     return path, {}
 
 
@@ -481,7 +489,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .glm4v.engine import load
 
         _out(f"loading {path} ...")
-        engine = load(path, device=args.device, dtype=args.dtype, quantize=args.quantize)
+        engine = load(path, device=args.device, dtype=args.dtype, quantize=args.quantize,
+                      compile=args.compile)
         server = uvicorn_server(create_app(engine, config), config,
                                 log_level="info" if args.verbose else "warning")
         port = sock.getsockname()[1]

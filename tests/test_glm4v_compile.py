@@ -98,3 +98,27 @@ def test_a_compiled_step_only_serves_its_own_model(eager: Glm4vEngine, compiled:
     cache = eager.model.new_cache(1, 32)
     with pytest.raises(ConfigError, match="another model"):
         compiled._step(eager.model, torch.tensor([[1]]), cache)
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--env", "web", "--model", "{ckpt}", "--compile", "open the settings"],
+    ["assistant", "--model", "{ckpt}", "--compile"],
+    ["demo", "--model", "{ckpt}", "--compile"],
+    ["mcp", "--model", "{ckpt}", "--compile"],
+])
+def test_every_local_engine_command_passes_compile_to_the_backend(argv: list[str], tiny_checkpoint: Path):
+    from glmv_agent.cli import build_parser, resolve_model
+
+    args = build_parser().parse_args([a.format(ckpt=tiny_checkpoint) for a in argv])
+    _, kwargs = resolve_model(args)
+    assert kwargs["backend_options"]["compile"] is True
+    assert build_parser().parse_args(["serve", "--model", str(tiny_checkpoint), "--compile"]).compile
+
+
+def test_local_backend_compiles_when_asked(tiny_checkpoint: Path, eager: Glm4vEngine):
+    from glmv_agent.backends.local import LocalBackend
+
+    backend = LocalBackend(tiny_checkpoint, device="cpu", dtype="float32", compile=True,
+                           temperature=0, max_new_tokens=8)
+    assert isinstance(backend.engine._step, CompiledDecodeStep)
+    assert backend.complete(TEXT_CHAT) == eager.chat(TEXT_CHAT, do_sample=False, max_new_tokens=8)

@@ -47,12 +47,13 @@ class LocalBackend(Backend):
     defaults: GenerationParams-style defaults for every call (e.g. temperature=0,
     max_new_tokens=1024), plus engine options such as thinking_budget or seed.
     quantize: None, "int8" or "int4" (weight-only, see glmv_agent.glm4v.quantize).
+    compile: compile the decode step at load (see glmv_agent.glm4v.compiled).
     """
 
     name = "local"
 
     def __init__(self, path_or_engine: Any = "model", *, device: str = "auto", dtype: Any = None,
-                 quantize: str | None = None, **defaults: Any) -> None:
+                 quantize: str | None = None, compile: bool = False, **defaults: Any) -> None:
         from ..glm4v.engine import Glm4vEngine, load  # torch is imported only here
 
         if isinstance(path_or_engine, Glm4vEngine):
@@ -60,7 +61,8 @@ class LocalBackend(Backend):
         else:
             path = Path(path_or_engine)
             _check_checkpoint(path)
-            self.engine = load(path, device=device, dtype=dtype, quantize=quantize)
+            self.engine = load(path, device=device, dtype=dtype, quantize=quantize,
+                               compile=compile)
         self.defaults = defaults
         self._warned: set[str] = set()
         self._options({})  # validate the defaults now, not at the first step
