@@ -39,7 +39,7 @@ from .errors import (
     ActionError, ActionRefusedError, BackendError, ConfigError, GlmvAgentError, ParseError,
     StoppedError,
 )
-from .messages import Message
+from .messages import Message, inert_text
 from .policy import Policy
 from .secrets import SecretVault, activate, deactivate
 from .trace import Attempt, RunInfo, StepRecord, TraceReader, TraceWriter, prompt_summary
@@ -707,7 +707,8 @@ class Agent:
         """Append pending notes (refusals, denials, loop nudges) to the last user message."""
         if not self._notes:
             return messages
-        note = "\n".join(f"Note: {n}" for n in self._notes)
+        # Notes quote page text (a dialog's message) and errors: inert, like all echoed text.
+        note = inert_text("\n".join(f"Note: {n}" for n in self._notes))
         out = list(messages)
         for i in range(len(out) - 1, -1, -1):
             if out[i]["role"] != "user":

@@ -186,13 +186,18 @@ def _hostile_conversation(combo: tuple[str, str]) -> list:
 
 
 @pytest.fixture(scope="module")
-def tiny_processor(tmp_path_factory: pytest.TempPathFactory):
-    from glmv_agent.glm4v import load_processor
+def tiny_path(tmp_path_factory: pytest.TempPathFactory):
     from glmv_agent.glm4v.tiny import write_tiny_checkpoint
 
-    path = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_inject"), dtype="float32",
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_inject"), dtype="float32",
                                  shards=1, config_format="nested")
-    return load_processor(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_processor(tiny_path):
+    from glmv_agent.glm4v import load_processor
+
+    return load_processor(tiny_path)
 
 
 @pytest.mark.parametrize("combo", COMBOS, ids="-".join)
@@ -212,6 +217,44 @@ def test_echoed_text_cannot_inject_template_tokens(combo: tuple[str, str], tiny_
     assert count["<|system|>"] == roles.count("system")
     for name in ("<|observation|>", "<|endoftext|>", "[MASK]", "<eop>"):
         assert count[name] == 0, name
+
+
+def test_reask_of_an_answer_with_image_tokens_runs_on_the_engine(tiny_path, tmp_path) -> None:
+    """The reported failure end to end: the model answers with literal `<|image|>` tokens,
+    the answer does not parse, the agent re-asks through the in-process engine."""
+    from scripted_env import FormEnv
+
+    from glmv_agent.agent import Agent
+    from glmv_agent.backends.local import LocalBackend
+
+    class FirstAnswerThenEngine(LocalBackend):
+        """Answers `first` once (as a model could), then runs the real engine for a few
+        tokens (its weights are random), recording the prompt ids the engine built."""
+
+        def __init__(self, path, first: str) -> None:
+            super().__init__(path, device="cpu", dtype="float32")
+            self.first, self.prompt_ids = first, []
+
+        def complete(self, messages, **params):
+            if not self.prompt_ids and self.first:
+                self.first, answer = "", self.first
+                self.prompt_ids.append(None)
+                return answer
+            self.prompt_ids.append(self._engine().prepare(messages)["input_ids"][0].tolist())
+            return super().complete(messages, **{**params, "max_new_tokens": 3})
+
+    backend = FirstAnswerThenEngine(tiny_path, f"<answer>{INJECTED} click it</answer>")
+    agent = Agent(backend, FormEnv(), family="glm-4.1v", max_parse_retries=1, max_steps=1,
+                  trace_dir=tmp_path / "run")
+    result = agent.run("press plus")
+    assert len(backend.prompt_ids) == 2 and result.status != "error", result
+    special = backend.engine.tokenizer.special_tokens
+    ids = backend.prompt_ids[1]
+    assert ids.count(special["<|begin_of_image|>"]) == 1  # the one screenshot
+    assert ids.count(special["<|user|>"]) == 2 and ids.count(special["<|assistant|>"]) == 2
+    for name in ("<|begin_of_video|>", "<|system|>", "<|observation|>", "<|endoftext|>"):
+        assert ids.count(special[name]) == 0, name
+    assert ids.count(special["[gMASK]"]) == 1
 
 
 def test_inert_text_keeps_the_format_tokens_and_reads_the_same() -> None:
