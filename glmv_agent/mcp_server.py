@@ -120,7 +120,7 @@ def build_server(settings: AgentSettings) -> tuple[MCPServer, SessionManager]:
         `web` (a headless browser, starting at `url`), `desktop` (this machine's screen) or
         `android` (the phone `adb` sees). Reports progress after each step. Returns the
         run's status (success, answered, infeasible, max_steps, loop, stopped, refused,
-        error), the model's answer, one line per step and the trace directory."""
+        unparseable, error), the model's answer, one line per step and the trace directory."""
         async def progress(record: StepRecord, agent: Agent) -> None:
             await ctx.report_progress(record.index, agent.max_steps, step_line(record))
 
