@@ -9,8 +9,6 @@ padding rows (`write_tiny_checkpoint(embedding_rows=...)`).
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,25 +93,13 @@ def test_generation_goes_on_after_a_padding_id(engine: Glm4vEngine) -> None:
 
 @pytest.fixture()
 def forced_server(engine: Glm4vEngine) -> Iterator[str]:
-    from glmv_agent.server import ServerConfig, bind_socket, create_app, uvicorn_server
+    from glmv_agent.server import ServerConfig
+    from test_server import running_server  # the server tests' harness: real uvicorn
 
     forced = Glm4vEngine(engine.model, engine.processor, engine.defaults,
                          step_fn=forcing(VOCAB + 9, {1, 2, 3, 4, 5, 6, 7, 8}))
-    config = ServerConfig(model_name="padded", max_queue=2, max_batch=1)
-    sock = bind_socket("127.0.0.1", 0)
-    app = create_app(forced, config)
-    server = uvicorn_server(app, config, log_level="warning")
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(60)
-        sock.close()
+    with running_server(forced, ServerConfig(model_name="padded", max_queue=2, max_batch=1)) as served:
+        yield served.v1
 
 
 def test_the_server_answers_200_when_a_padding_id_is_sampled(forced_server: str) -> None:
