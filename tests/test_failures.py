@@ -573,7 +573,7 @@ def test_garbage_forever_is_reasked_a_bounded_number_of_times(page_url: str,
     (step,) = result.steps
     assert step.outcome == "parse_error" and step.action is None and len(step.attempts) == 3
     run, steps = read_trace(tmp_path / "trace")
-    assert run["status"] == "error"
+    assert run["status"] == "unparseable"
     assert [a["response"] for a in steps[0]["attempts"]] == GARBAGE[:3]
 
 
