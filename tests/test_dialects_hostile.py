@@ -6,6 +6,9 @@
   OverflowError / ValueError.
 * Parse work grows linearly with the answer's length (a model stuck repeating itself writes
   200 kB answers): checked on the parser's own work counter, not on a clock.
+* Model or page text echoed into a prompt cannot inject chat-template tokens (`<|image|>`,
+  roles, `[gMASK]<sop>`...): checked on the token ids of the tiny checkpoint's processor
+  and through the in-process engine.
 """
 
 from __future__ import annotations
@@ -47,8 +50,10 @@ def test_web_answers_on_one_line_parse(family: str, answer: str, action: dict,
     step = get_dialect(family, "web").parse(answer)
     got = step.action.to_dict()
     for key, value in action.items():
-        assert got[key] == value if not isinstance(value, dict) else \
-            {k: got[key][k] for k in value} == value
+        if isinstance(value, dict):  # e.g. the target: only the fields given
+            assert {k: got[key][k] for k in value} == value
+        else:
+            assert got[key] == value
     assert step.explanation == explanation
     assert step.memory == memory
 
