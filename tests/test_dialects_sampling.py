@@ -9,7 +9,6 @@ in-process (the engine options the local backend derives, on a tiny real checkpo
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,18 +89,17 @@ def local_backend(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.parametrize("family", ["glm-4.1v", "glm-4.5v", "autoglm-phone"])
-def test_local_engine_gets_the_dialect_defaults(local_backend, family: str, tmp_path: Path,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_local_engine_gets_the_dialect_defaults(local_backend, family: str,
+                                                tmp_path: Path) -> None:
     agent = Agent(local_backend, FormEnv(), family=family, platform=PLATFORM[family],
                   trace_dir=tmp_path)
-    with caplog.at_level(logging.WARNING, logger="glmv_agent.backends.local"):
-        options = local_backend._options(agent.generation)  # what complete() hands the engine
+    options = local_backend._options(agent.generation)  # what complete() hands the engine
     config = local_backend.engine.generation_config(
         **{k: v for k, v in options.items() if k != "enable_thinking"})
     assert config.keep_special_tokens
     if family == "autoglm-phone":
         assert config.greedy and config.top_p == 0.85 and config.max_new_tokens == 3000
-        assert "frequency_penalty" in caplog.text  # not implemented in-process: said so
+        assert config.frequency_penalty == 0.2 and config.presence_penalty == 0.0
     else:
         assert config.do_sample and config.temperature == 0.001
         assert config.max_new_tokens == 8192
@@ -109,3 +107,29 @@ def test_local_engine_gets_the_dialect_defaults(local_backend, family: str, tmp_
     text = local_backend.complete([{"role": "user", "content": "hi"}],
                                   **{**agent.generation, "max_new_tokens": 3})
     assert isinstance(text, str)
+
+
+def test_output_penalties_are_vllms() -> None:
+    import torch
+
+    from glmv_agent.glm4v.generation import GenerationConfig, process_logits
+
+    logits = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    counts = torch.tensor([[0.0, 1.0, 3.0, 0.0]])
+    config = GenerationConfig(frequency_penalty=0.2, presence_penalty=0.5)
+    got = process_logits(logits, None, config, counts)
+    assert torch.allclose(got, torch.tensor([[1.0, 2.0 - 0.2 - 0.5, 3.0 - 0.6 - 0.5, 4.0]]))
+
+
+def test_frequency_penalty_changes_what_the_engine_generates(local_backend) -> None:
+    """Greedy on the tiny model repeats tokens; a strong frequency penalty makes it pick
+    others from the first repetition on (and changes nothing before it)."""
+    chat = [{"role": "user", "content": "hello there"}]
+    plain = local_backend.engine.generate(chat, max_new_tokens=24, do_sample=False,
+                                          eos_token_ids=[]).token_ids
+    penalized = local_backend.engine.generate(chat, max_new_tokens=24, do_sample=False,
+                                              eos_token_ids=[], frequency_penalty=2.0).token_ids
+    first_repeat = next(i for i, t in enumerate(plain) if t in plain[:i])
+    assert penalized[:first_repeat] == plain[:first_repeat]
+    assert penalized[first_repeat] != plain[first_repeat]
+    assert len(set(penalized)) == len(penalized)

@@ -20,9 +20,6 @@ logger = logging.getLogger(__name__)
 _PARAM_NAMES = {f.name for f in dataclasses.fields(GenerationParams)}
 # Engine options a caller may pass besides GenerationParams (see GenerationConfig).
 _ENGINE_OPTIONS = {"do_sample", "thinking_budget", "seed", "keep_special_tokens", "stop_strings"}
-# OpenAI sampling fields the engine has no processor for (AutoGLM's client sends
-# frequency_penalty 0.2): dropped with a warning rather than failing the step.
-_UNSUPPORTED = ("frequency_penalty", "presence_penalty")
 _WEIGHT_HINT = "see model/README.md for how to download GLM-4.1V-9B-Thinking into model/"
 
 
@@ -64,7 +61,6 @@ class LocalBackend(Backend):
             self.engine = load(path, device=device, dtype=dtype, quantize=quantize,
                                compile=compile)
         self.defaults = defaults
-        self._warned: set[str] = set()
         self._options({})  # validate the defaults now, not at the first step
 
     def _options(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -82,10 +78,6 @@ class LocalBackend(Backend):
         skip = merged.pop("skip_special_tokens", None)
         if skip is not None:
             merged.setdefault("keep_special_tokens", not skip)
-        for name in _UNSUPPORTED:
-            if extra.pop(name, None) is not None and name not in self._warned:
-                self._warned.add(name)
-                logger.warning("the in-process engine does not implement %s; it is not applied", name)
         options = {k: v for k, v in merged.items() if v is not None}
         options.update(extra)
         if not options.get("stop"):

@@ -40,6 +40,10 @@ class GenerationConfig:
     top_p: float = 1.0
     top_k: int = 0
     repetition_penalty: float = 1.0
+    # OpenAI / vLLM penalties on tokens already generated (not the prompt): logits minus
+    # frequency * count and presence * (count > 0). AutoGLM's client uses frequency 0.2.
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     eos_token_ids: tuple[int, ...] = ()
     stop_strings: tuple[str, ...] = ()
     keep_special_tokens: bool = True
@@ -68,6 +72,9 @@ class GenerationConfig:
             raise ConfigError(f"repetition_penalty must be > 0 (1.0 disables it), got {self.repetition_penalty}")
         if self.thinking_budget is not None and self.thinking_budget < 0:
             raise ConfigError(f"thinking_budget must be >= 0 or None, got {self.thinking_budget}")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:  # OpenAI's range (also rejects NaN)
+                raise ConfigError(f"{name} must be in [-2, 2] (0 disables it), got {getattr(self, name)}")
 
     @property
     def greedy(self) -> bool:
@@ -94,6 +101,13 @@ def apply_repetition_penalty(scores: torch.Tensor, seen: torch.Tensor, penalty: 
         return scores
     penalized = torch.where(scores < 0, scores * penalty, scores / penalty)
     return torch.where(seen, penalized, scores)
+
+
+def apply_output_penalties(scores: torch.Tensor, counts: torch.Tensor, frequency: float,
+                           presence: float) -> torch.Tensor:
+    """vLLM's (and OpenAI's) frequency and presence penalties; `counts` [B, V] holds how
+    often each id was generated so far."""
+    return scores - frequency * counts - presence * (counts > 0).to(scores.dtype)
 
 
 def apply_temperature(scores: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -123,11 +137,16 @@ def apply_top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     return scores.masked_fill(remove, float("-inf"))
 
 
-def process_logits(scores: torch.Tensor, seen: torch.Tensor | None, config: GenerationConfig) -> torch.Tensor:
-    """All processors in transformers' order. Warpers only apply when sampling."""
+def process_logits(scores: torch.Tensor, seen: torch.Tensor | None, config: GenerationConfig,
+                   counts: torch.Tensor | None = None) -> torch.Tensor:
+    """All processors in transformers' order (the output penalties, which transformers
+    lacks, right after the repetition penalty, as vLLM). Warpers only apply when sampling."""
     scores = scores.float()
     if seen is not None:
         scores = apply_repetition_penalty(scores, seen, config.repetition_penalty)
+    if counts is not None:
+        scores = apply_output_penalties(scores, counts, config.frequency_penalty,
+                                        config.presence_penalty)
     if config.greedy:
         return scores
     scores = apply_temperature(scores, config.temperature)
@@ -416,10 +435,14 @@ def decode_n_tokens(
         for row in range(batch):
             ids = input_ids[row] if attention_mask is None else input_ids[row][attention_mask[row].bool()]
             seen[row, ids] = True
+    counts: torch.Tensor | None = None  # generated ids, for the frequency/presence penalties
+    if config.frequency_penalty or config.presence_penalty:
+        counts = torch.zeros(batch, logits.shape[-1], dtype=torch.float32, device=device)
+        one = torch.ones(batch, 1, dtype=torch.float32, device=device)
 
     t_decode = time.perf_counter()
     for step in range(config.max_new_tokens):
-        scores = process_logits(logits, seen, config)
+        scores = process_logits(logits, seen, config, counts)
         chosen = select_tokens(scores, config, generator)
         for row, budget in enumerate(budgets):
             forced = budget.forced_token() if budget is not None else None
@@ -440,6 +463,8 @@ def decode_n_tokens(
                 stream.finished[row] = True
         if seen is not None:
             seen.scatter_(1, chosen[:, None], True)
+        if counts is not None:
+            counts.scatter_add_(1, chosen[:, None], one)
         stream.timing.decode_seconds = time.perf_counter() - t_decode
         stream.timing.steps = step + 1
         yield out
