@@ -39,7 +39,12 @@ def test_wheel_ships_templates_and_data(wheel: Path) -> None:
         "glmv_agent/py.typed",
     ):
         assert required in names, f"{required} missing from the wheel"
-    assert any(n.startswith("glmv_agent/prompts/autoglm/") for n in names)
+    # Every template of the top-level prompts/ folder, under the package glmv_agent.prompts.
+    templates = sorted(path.relative_to(ROOT / "prompts").as_posix()
+                       for path in (ROOT / "prompts").rglob("*.txt"))
+    assert len(templates) >= 10
+    for template in templates:
+        assert f"glmv_agent/prompts/{template}" in names, f"{template} missing from the wheel"
     assert not any(n.startswith("tests/") for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "glmv-agent = glmv_agent.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
@@ -61,3 +66,37 @@ def test_demo_runs_from_a_fresh_venv(wheel: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "answer: $9.99" in result.stdout
     assert (work / "trace" / "report.html").is_file()
+
+
+def test_every_template_loads_from_the_wheel(wheel: Path, tmp_path: Path) -> None:
+    """The dialects read their templates through importlib.resources from the installed
+    wheel, character for character what prompts/ holds."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                    str(target), str(wheel)], check=True, capture_output=True, timeout=300)
+    templates = sorted(path.relative_to(ROOT / "prompts").as_posix()
+                       for path in (ROOT / "prompts").rglob("*.txt"))
+    script = ("import sys, glmv_agent\n"
+              "from glmv_agent.dialects._history import load_template\n"
+              "assert glmv_agent.__file__.startswith(sys.argv[1]), glmv_agent.__file__\n"
+              "for name in sys.argv[2:]: sys.stdout.write(repr(load_template(name)) + '\\n')\n")
+    done = subprocess.run([sys.executable, "-c", script, str(target), *templates],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    loaded = done.stdout.splitlines()
+    assert [eval(text) for text in loaded] == [  # noqa: S307 - our own repr() output
+        (ROOT / "prompts" / name).read_text(encoding="utf-8") for name in templates]
+
+
+def test_pyproject_lists_every_package() -> None:
+    """packages is an explicit list (for the prompts/ mapping): a new subpackage must be added."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(path.parent.relative_to(ROOT).parts)
+             for path in (ROOT / "glmv_agent").rglob("__init__.py")} | {"glmv_agent.prompts"}
+    assert listed == found

@@ -1,7 +1,7 @@
 """Shared prompt-building helpers: template loading/rendering and history formatting.
 
-Templates live in `glmv_agent/prompts/<family>/` as plain text copied from the official
-docs, with named placeholders written `<<name>>` (a syntax no GLM prompt contains, unlike
+Templates live in the top-level `prompts/<family>/` (installed as `glmv_agent.prompts`) as
+plain text copied from the official docs, with named placeholders written `<<name>>` (a syntax no GLM prompt contains, unlike
 `{...}` or `#...#`, which appear literally in them). Rendering is one regex pass, so text
 inserted for one placeholder is never re-scanned for another.
 """
@@ -9,6 +9,7 @@ inserted for one placeholder is never re-scanned for another.
 from __future__ import annotations
 
 import re
+import weakref
 from functools import lru_cache
 from importlib import resources
 
@@ -23,9 +24,10 @@ _PLACEHOLDER = re.compile(r"<<([a-z_]+)>>")
 
 @lru_cache(maxsize=None)
 def load_template(relative_path: str) -> str:
-    """The text of `glmv_agent/prompts/<relative_path>`, exactly as stored."""
+    """The text of `prompts/<relative_path>` (the package `glmv_agent.prompts`), exactly
+    as stored."""
     try:
-        resource = resources.files("glmv_agent").joinpath("prompts", *relative_path.split("/"))
+        resource = resources.files("glmv_agent.prompts").joinpath(*relative_path.split("/"))
         return resource.read_text(encoding="utf-8")
     except (FileNotFoundError, OSError) as exc:
         raise ConfigError(
@@ -45,10 +47,20 @@ def render(template: str, **values: str) -> str:
     return _PLACEHOLDER.sub(lambda m: inert_text(values[m.group(1)]), template)
 
 
+# id(screenshot) -> its half-size copy, dropped when the screenshot is collected: every
+# step's prompt shows the same history screenshots, which are scaled once, not each step.
+_HALVES: dict[int, Image.Image] = {}
+
+
 def half_size(image: Image.Image) -> Image.Image:
     """The image scaled to 50% x 50% (history screenshots of the PC prompts)."""
-    width, height = image.size
-    return image.resize((max(1, width // 2), max(1, height // 2)), Image.BICUBIC)
+    half = _HALVES.get(id(image))
+    if half is None:
+        width, height = image.size
+        half = image.resize((max(1, width // 2), max(1, height // 2)), Image.BICUBIC)
+        _HALVES[id(image)] = half
+        weakref.finalize(image, _HALVES.pop, id(image), None)
+    return half
 
 
 def action_text(item: HistoryItem) -> str:
