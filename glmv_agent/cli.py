@@ -1,4 +1,5 @@
-"""The `glmv-agent` command line: run | serve | mcp | assistant | report | doctor | demo.
+"""The `glmv-agent` command line: run | serve | mcp | assistant | report | doctor | demo |
+quantize.
 
 Exit codes: 0 the task succeeded (or the command did its job), 1 the task ended without
 success (infeasible, max steps, loop, stopped, refused, unparseable model answers), 2 bad
@@ -232,6 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--load", action="store_true", help="load the weights fully (slow)")
     _add_quantize_arg(doctor)  # implies --load: the weights are loaded quantized
     doctor.set_defaults(handler=cmd_doctor)
+
+    quantize = sub.add_parser(
+        "quantize", help="write an int8/int4 copy of a checkpoint that loads in seconds",
+        description="Quantize a checkpoint's text decoder and lm_head (weight-only, see README) "
+                    "into a new directory; --model DST then loads it without quantizing again.")
+    quantize.add_argument("src", type=Path, metavar="SRC", help="Hugging Face checkpoint directory")
+    quantize.add_argument("dst", type=Path, metavar="DST", help="new directory to write")
+    quantize.add_argument("--quantize", choices=("int8", "int4"), default="int8",
+                          help="default: %(default)s")
+    quantize.set_defaults(handler=cmd_quantize)
 
     demo = sub.add_parser(
         "demo", help="watch the whole loop on a bundled web app",
@@ -606,6 +617,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     _out("")
     _out("all required checks passed" if not failed else f"{len(failed)} check(s) failed")
     return EXIT_OK if not failed else EXIT_FAILURE
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .glm4v.quantized_checkpoint import write_quantized_checkpoint
+
+    _out(f"quantizing {args.src} to {args.quantize} ...")
+    out = write_quantized_checkpoint(args.src, args.dst, args.quantize)
+    size = sum(f.stat().st_size for f in out.glob("*.safetensors")) / 1e9
+    _out(f"wrote {out} ({size:.2f} GB); use it with --model {out}")
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -162,12 +162,13 @@ def check_model(path: Path, load: bool, quantize: str | None = None) -> Check:
         return Check("weights", "ok", detail + " (use --load to load them fully)")
     try:
         from .glm4v import load_model
+        from .glm4v.quantize import summary
 
-        load_model(path, device="auto", quantize=quantize)
+        loaded = load_model(path, device="auto", quantize=quantize)
     except Exception as exc:
         return Check("weights", "fail", f"{path}: loading failed: {exc}")
     del config
-    return Check("weights", "ok", detail + (f", loaded with {quantize} weights" if quantize
+    return Check("weights", "ok", detail + (f", loaded with {summary(loaded)}" if quantize
                                             else ", loaded"))
 
 

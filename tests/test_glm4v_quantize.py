@@ -224,6 +224,45 @@ def _shapes(ckpt: Path) -> dict[str, list[int]]:
     return {name: entry.shape for name, entry in checkpoint_tensors(ckpt).items()}
 
 
+# ---- saved quantized checkpoints (`glmv-agent quantize`) ------------------------------
+
+
+@pytest.mark.parametrize("mode", Q.QUANTIZE_MODES)
+def test_a_saved_quantized_checkpoint_loads_as_quantized(tiny128: Path, tmp_path: Path, mode: str) -> None:
+    from safetensors import safe_open
+
+    from glmv_agent.glm4v.quantized_checkpoint import write_quantized_checkpoint
+
+    dst = write_quantized_checkpoint(tiny128, tmp_path / "q", mode, dtype="float32")
+    assert {"config.json", "tokenizer.json", "model.safetensors"} <= {f.name for f in dst.iterdir()}
+    with safe_open(str(dst / "model.safetensors"), framework="pt") as handle:  # a valid file
+        assert handle.metadata()[Q.METADATA_MODE] == mode
+        assert handle.get_tensor("lm_head.qweight").dtype == (torch.int8 if mode == "int8" else torch.uint8)
+    on_the_fly = load_model(tiny128, dtype="float32", quantize=mode)
+    saved = load_model(dst, dtype="float32")  # the mode comes from the file
+    ids = _prompt(saved.config.text.vocab_size)
+    assert torch.equal(saved(ids), on_the_fly(ids))
+    assert isinstance(saved.lm_head, Q.Int8Linear if mode == "int8" else Q.Int4Linear)
+    other = "int4" if mode == "int8" else "int8"
+    with pytest.raises(ConfigError, match=f"already quantized as {mode}"):
+        load_model(dst, quantize=other)
+    with pytest.raises(ConfigError, match="not an empty directory"):
+        write_quantized_checkpoint(tiny128, dst, mode)
+
+
+def test_quantize_command_then_run_the_engine_on_its_output(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "int8"
+    result = subprocess.run([sys.executable, "-m", "glmv_agent.cli", "quantize", str(tiny_checkpoint),
+                             str(dst)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and f"--model {dst}" in result.stdout, result.stdout + result.stderr
+    engine = load(dst, device="cpu", dtype="float32")
+    assert isinstance(engine.model.lm_head, Q.Int8Linear)
+    reference = load(tiny_checkpoint, device="cpu", dtype="float32", quantize="int8")
+    question = [message("user", "Hello there")]
+    assert engine.generate(question, do_sample=False, max_new_tokens=5).token_ids == \
+        reference.generate(question, do_sample=False, max_new_tokens=5).token_ids
+
+
 # ---- CLI ---------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from ..errors import CheckpointError, InputError
 from ..messages import Message, validate_messages
 from .generation import GenerationConfig, GenerationResult, decode_one_token, generate, stream_generate
 from .loading import load_model, resolve_device
+from .quantize import summary as quantize_summary
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +204,8 @@ def load(path: str | Path, device: str | torch.device = "auto", dtype: str | tor
     model = load_model(directory, device=target, dtype=dtype, progress=progress, quantize=quantize)
     processor = load_processor(directory)
     defaults = read_generation_defaults(directory, model.config.eos_token_ids)
-    logger.info("engine ready: %s on %s (%s)", directory, target, model.dtype)
+    logger.info("engine ready: %s on %s (%s%s)", directory, target, model.dtype,
+                f", {quantize_summary(model)}" if quantize else "")
     if compile:
         from .compiled import CompiledDecodeStep  # lazy: torch.compile machinery only when asked
 

@@ -20,6 +20,8 @@ streamed instead: QUANTIZE_BLOCK_BYTES of rows at a time are read with plain fil
 page cache holds them, not our address space), quantized into the final int8/int4 buffers
 and dropped. Peak memory is the quantized model plus one block; no full-precision copy of a
 quantized matrix ever exists. Everything else loads as above (zero-copy where it can).
+A checkpoint written by `glmv-agent quantize` (quantized_checkpoint.py) already holds the
+int8/int4 buffers: they load like any other tensor, zero-copy on CPU, in seconds.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from ..errors import CheckpointError, ConfigError
 from . import require_torch
 from .config import Glm4vConfig
 from .model import Glm4vModel
-from .quantize import QuantizedLinear, for_linear, is_quantized_linear, resolve_quantize, rows_per_block
+from .quantize import (METADATA_GROUP_SIZE, METADATA_MODE, INT4_GROUP_SIZE, Int4Linear, QuantizedLinear,
+                       for_linear, is_quantized_linear, resolve_quantize, rows_per_block)
 from .rope import text_inv_freq
 
 logger = logging.getLogger(__name__)
@@ -58,6 +61,8 @@ _ELEMENT_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I
                  "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 # safetensors dtype tag -> torch dtype, for the tags a zero-copy load can use as they are
 _TORCH_DTYPE = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+# ... and for the integer buffers of a saved quantized checkpoint
+_STORED_DTYPE = {**_TORCH_DTYPE, "I8": torch.int8, "U8": torch.uint8}
 
 
 class TensorEntry(NamedTuple):
@@ -98,8 +103,14 @@ def read_safetensors_header(file: Path) -> dict[str, dict[str, Any]]:
     return _read_header(file)[0]
 
 
-def _read_header(file: Path) -> tuple[dict[str, dict[str, Any]], int]:
-    """(tensor entries, byte offset where the data section starts), file checked complete."""
+def read_safetensors_metadata(file: Path) -> dict[str, str]:
+    """The `__metadata__` strings of a safetensors file (empty when it has none)."""
+    return _read_header(file)[2]
+
+
+def _read_header(file: Path) -> tuple[dict[str, dict[str, Any]], int, dict[str, str]]:
+    """(tensor entries, byte offset where the data section starts, metadata), file checked
+    complete."""
     try:
         size = file.stat().st_size
         with open(file, "rb") as handle:
@@ -116,7 +127,7 @@ def _read_header(file: Path) -> tuple[dict[str, dict[str, Any]], int]:
         raise CheckpointError(f"{file}: cannot read ({exc})") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{file}: corrupt safetensors header ({exc}); re-download it") from exc
-    header.pop("__metadata__", None)
+    metadata = header.pop("__metadata__", None) or {}
     data_end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
     expected = 8 + header_len + data_end
     if size < expected:
@@ -129,7 +140,7 @@ def _read_header(file: Path) -> tuple[dict[str, dict[str, Any]], int]:
             numel *= dim
         if end - start != numel * _ELEMENT_SIZE.get(entry["dtype"], 0):
             raise CheckpointError(f"{file}: tensor {name!r} has inconsistent size in the header")
-    return header, 8 + header_len
+    return header, 8 + header_len, metadata
 
 
 def checkpoint_tensors(directory: Path) -> dict[str, TensorEntry]:
@@ -155,7 +166,7 @@ def checkpoint_tensors(directory: Path) -> dict[str, TensorEntry]:
         if not file.is_file():
             raise CheckpointError(f"{index}: refers to shard {shard!r}, which does not exist in "
                                   f"{directory}; the download is incomplete")
-        header, data_start = _read_header(file)
+        header, data_start, _ = _read_header(file)
         for name, entry in header.items():
             start, end = entry["data_offsets"]
             tensors[name] = TensorEntry(file, list(entry["shape"]), end - start, entry["dtype"],
@@ -168,8 +179,13 @@ def checkpoint_tensors(directory: Path) -> dict[str, TensorEntry]:
     return tensors
 
 
-def check_tensors(model: nn.Module, tensors: dict[str, TensorEntry], directory: Path) -> None:
+def check_tensors(model: nn.Module, tensors: dict[str, TensorEntry], directory: Path,
+                  buffers: dict[str, QuantizedLinear] | None = None) -> None:
+    """Names and shapes match the model's parameters (and the buffers of `buffers`, the
+    quantized layers of a saved quantized checkpoint)."""
     expected = {name: list(p.shape) for name, p in model.named_parameters()}
+    for prefix, module in (buffers or {}).items():
+        expected.update({f"{prefix}.{leaf}": list(b.shape) for leaf, b in module.named_buffers()})
     if getattr(model, "config", None) is not None and model.config.tie_word_embeddings:
         # Tied checkpoints sometimes still store the (identical) head; it is not read.
         tensors = {k: v for k, v in tensors.items() if k != "lm_head.weight"}
@@ -210,16 +226,27 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
     mode = resolve_quantize(quantize)
     config = Glm4vConfig.from_file(directory)
     tensors = checkpoint_tensors(directory)
+    saved = saved_quantization(tensors)
+    if saved and mode not in (None, saved):
+        raise ConfigError(f"{directory} is already quantized as {saved}; load it with "
+                          f"quantize={saved!r} or None, or quantize the original checkpoint")
+    mode = mode or saved
 
     with torch.device("meta"):
         model = Glm4vModel(config)
-    check_tensors(model, tensors, directory)
-    # Replaced before any weight is read, so an unsupported shape fails fast.
-    quantized = _replace_linears(model, mode, target_device, target_dtype) if mode else {}
+    # Linear layers are replaced before any weight is read, so an unsupported shape fails fast.
+    if saved:  # the quantized buffers are tensors of the checkpoint, loaded like parameters
+        quantized = _replace_linears(model, mode, target_device, target_dtype, on_meta=True)
+        check_tensors(model, tensors, directory, quantized)
+        to_stream: dict[str, QuantizedLinear] = {}
+    else:
+        check_tensors(model, tensors, directory)
+        quantized = to_stream = _replace_linears(model, mode, target_device, target_dtype) if mode else {}
 
     names = [name for name, _ in model.named_parameters()]
-    total = sum(tensors[name][2] for name in names)
-    total += sum(_weight_entry(tensors, name, config).nbytes for name in quantized)
+    names += [f"{prefix}.{leaf}" for prefix, m in quantized.items() if saved for leaf, _ in m.named_buffers()]
+    total = sum(tensors[name].nbytes for name in names)
+    total += sum(_weight_entry(tensors, name, config).nbytes for name in to_stream)
     show = progress if progress is not None else total > PROGRESS_THRESHOLD_BYTES
     bar = _progress_bar(total, show)
     logger.info("loading %s (%.2f GB) to %s as %s%s", directory, total / 1e9, target_device,
@@ -227,16 +254,23 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
     maps: dict[Path, torch.Tensor] = {}  # shard -> its whole file as a mapped uint8 tensor
     for name in names:
         entry = tensors[name]
+        stored = _STORED_DTYPE.get(entry.dtype)
+        # Floats become the target dtype; saved int8/int4 codes stay integers.
+        dtype = stored if stored is not None and not stored.is_floating_point else target_dtype
         tensor = None
         if mmap and target_device.type == "cpu":
-            tensor = _mapped_tensor(entry, target_dtype, maps)
+            tensor = _mapped_tensor(entry, dtype, maps)
         if tensor is None:
-            tensor = _read_tensor(entry.file, name, entry.shape, entry.nbytes, target_device,
-                                  target_dtype)
+            tensor = _read_tensor(entry.file, name, entry.shape, entry.nbytes, target_device, dtype)
         _set_parameter(model, name, tensor)
         if bar is not None:
             bar.update(entry.nbytes)
-    for name, module in quantized.items():
+    if saved:
+        for module in quantized.values():
+            if isinstance(module, Int4Linear):
+                module.load_cpu_packed(module.qweight)  # saved in the CPU layout
+            module.finish()
+    for name, module in to_stream.items():
         entry = _weight_entry(tensors, name, config)
         _stream_quantized(module, entry, mode or "")
         if module.bias is not None:
@@ -281,7 +315,7 @@ def _mapped_tensor(entry: TensorEntry, dtype: torch.dtype,
                    maps: dict[Path, torch.Tensor]) -> torch.Tensor | None:
     """A view of the tensor inside its mapped shard, or None when it cannot be used as is
     (stored dtype differs from `dtype`, or the data is not aligned to its element size)."""
-    if _TORCH_DTYPE.get(entry.dtype) != dtype or entry.offset % _ELEMENT_SIZE[entry.dtype]:
+    if _STORED_DTYPE.get(entry.dtype) != dtype or entry.offset % _ELEMENT_SIZE[entry.dtype]:
         return None
     if entry.file not in maps:
         size = entry.file.stat().st_size
@@ -297,13 +331,28 @@ def _mapped_tensor(entry: TensorEntry, dtype: torch.dtype,
     return raw.view(dtype).view(entry.shape)
 
 
-def _replace_linears(model: nn.Module, mode: str, device: torch.device,
-                     dtype: torch.dtype) -> dict[str, QuantizedLinear]:
-    """Swap every linear layer quantize.py selects for an empty quantized one."""
+def saved_quantization(tensors: dict[str, TensorEntry]) -> str | None:
+    """The mode a `glmv-agent quantize` checkpoint was saved in, None for a plain one."""
+    files = sorted({entry.file for entry in tensors.values()})
+    metadata = read_safetensors_metadata(files[0]) if files else {}
+    mode = metadata.get(METADATA_MODE)
+    if mode is None:
+        return None
+    group = metadata.get(METADATA_GROUP_SIZE)
+    if resolve_quantize(mode) is None or (mode == "int4" and group != str(INT4_GROUP_SIZE)):
+        raise CheckpointError(f"{files[0]}: quantized as {mode!r} (group size {group}), which this "
+                              "version cannot load; quantize the original checkpoint again")
+    return mode
+
+
+def _replace_linears(model: nn.Module, mode: str, device: torch.device, dtype: torch.dtype,
+                     on_meta: bool = False) -> dict[str, QuantizedLinear]:
+    """Swap every linear layer quantize.py selects for an empty quantized one (buffers not
+    allocated with on_meta: a saved quantized checkpoint provides them)."""
     quantized: dict[str, QuantizedLinear] = {}
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear) and is_quantized_linear(name):
-            quantized[name] = for_linear(mode, name, module, device, dtype)
+            quantized[name] = for_linear(mode, name, module, device, dtype, on_meta=on_meta)
             parent, _, leaf = name.rpartition(".")
             setattr(model.get_submodule(parent), leaf, quantized[name])
     return quantized
@@ -348,7 +397,10 @@ def _read_rows(entry: TensorEntry, start: int, count: int) -> torch.Tensor:
 def _set_parameter(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
     module_name, _, leaf = name.rpartition(".")
     module = model.get_submodule(module_name)
-    setattr(module, leaf, nn.Parameter(tensor, requires_grad=False))
+    if leaf in module._buffers:  # a quantized layer's codes, scales, bias
+        setattr(module, leaf, tensor)
+    else:
+        setattr(module, leaf, nn.Parameter(tensor, requires_grad=False))
 
 
 def _init_buffers(model: Glm4vModel, config: Glm4vConfig, device: torch.device) -> None:

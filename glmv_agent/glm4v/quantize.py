@@ -42,6 +42,8 @@ from ..errors import ConfigError
 
 QUANTIZE_MODES = ("int8", "int4")
 INT4_GROUP_SIZE = 128
+# safetensors metadata of a checkpoint written by `glmv-agent quantize` (its mode, group size)
+METADATA_MODE, METADATA_GROUP_SIZE = "glmv_agent.quantize", "glmv_agent.quantize_group_size"
 # CPU int4 packing works on blocks of this many output rows (see _unpack_int4_cpu).
 INT4_CPU_ROW_BLOCK = 64
 # At most this many input rows go through the packed kernels; more (prefill) dequantize.
@@ -190,6 +192,17 @@ class Int4Linear(nn.Module):
             self.qweight = torch._convert_weight_to_int4pack(self.qweight, tiles)
         self.packed = True
 
+    def load_cpu_packed(self, packed: torch.Tensor) -> None:
+        """Take a weight saved in the CPU packed layout (what `glmv-agent quantize` writes)."""
+        if self.scales_and_zeros.device.type == "cpu":
+            self.qweight, self.packed = packed, True
+            return
+        codes = _unpack_int4_cpu(packed.to(self.scales_and_zeros.device), self.out_features,
+                                 self.in_features).to(torch.int32)
+        self.qweight = (codes[:, ::2] << 4 | codes[:, 1::2]).to(torch.uint8)
+        self.packed = False
+        self.finish()
+
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
         """The full [out, in] weight (CPU layout only): w = q * scale + (zero - 8 * scale)."""
         return _dequantize_int4_cpu(self.qweight, self.scales_and_zeros, dtype)
@@ -216,11 +229,23 @@ QuantizedLinear = Int8Linear | Int4Linear
 
 
 def for_linear(mode: str, name: str, linear: nn.Linear, device: torch.device,
-               dtype: torch.dtype) -> QuantizedLinear:
-    """An empty quantized replacement for `linear` (whose weight may be on `meta`)."""
+               dtype: torch.dtype, *, on_meta: bool = False) -> QuantizedLinear:
+    """An empty quantized replacement for `linear` (whose weight may be on `meta`), checked
+    for `device`; with on_meta its buffers are not allocated yet (a loader assigns them)."""
     check_supported(mode, name, linear.in_features, linear.out_features, device, dtype)
     cls = Int8Linear if mode == "int8" else Int4Linear
-    return cls(linear.in_features, linear.out_features, linear.bias is not None, device, dtype)
+    return cls(linear.in_features, linear.out_features, linear.bias is not None,
+               torch.device("meta") if on_meta else device, dtype)
+
+
+def summary(model: nn.Module) -> str:
+    """e.g. "int8 weights in 15 linear layers (0.41 GB)", or "" when nothing is quantized."""
+    layers = [m for m in model.modules() if isinstance(m, (Int8Linear, Int4Linear))]
+    if not layers:
+        return ""
+    modes = sorted({"int8" if isinstance(m, Int8Linear) else "int4" for m in layers})
+    size = sum(b.numel() * b.element_size() for m in layers for b in m.buffers())
+    return f"{'/'.join(modes)} weights in {len(layers)} linear layers ({size / 1e9:.2f} GB)"
 
 
 def rows_per_block(mode: str, in_features: int, budget_bytes: int) -> int:
