@@ -28,7 +28,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
@@ -240,7 +240,7 @@ class DesktopAssistant:
     def run_task(self, task: str) -> Any:
         """Run one task (blocking) and return its RunResult."""
         from .agent import Agent
-        from .cli import print_record
+        from .console import print_record
 
         run_dir = self._next_path("assistant", "")
         kwargs = dict(self.agent_kwargs)

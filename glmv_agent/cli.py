@@ -12,45 +12,22 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 import webbrowser
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from . import __version__
 from .errors import BackendError, ConfigError, EnvError, GlmvAgentError, InputError
+from .console import (
+    StreamPrinter, TerminalSafeFormatter, make_confirm, print_record, say as _out, take_over_prompt,
+)
 
 EXIT_OK, EXIT_UNFINISHED, EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 FAMILIES = ("glm-4.1v", "glm-4.5v", "glm-4.6v", "autoglm-phone")
 DTYPE_HELP = ("local engine dtype: bfloat16 (the default, on CPU and GPU alike: the "
               "checkpoints' own dtype), float16, or float32 (twice the memory)")
-
-
-# What a terminal would act on instead of showing: C0 controls except newline and tab, DEL,
-# C1 controls, and the bidi embeddings/overrides/isolates that reorder the text after them.
-_TERMINAL_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def terminal_safe(text: str) -> str:
-    """`text` with everything that would drive the terminal (escape sequences, carriage
-    returns, bells, bidi overrides) written as escapes such as `\\x1b`: model and page
-    text reaches the screen as text. Newlines and tabs are kept."""
-    # ascii() writes Python's escape for the character: \r, \x1b, \u202e ...
-    return _TERMINAL_UNSAFE.sub(lambda m: ascii(m.group())[1:-1], text.replace("\r\n", "\n"))
-
-
-def _out(text: str = "") -> None:
-    """The CLI's user-facing output (the library itself only logs)."""
-    print(terminal_safe(text), flush=True)
-
-
-class _TerminalSafeFormatter(logging.Formatter):
-    """Log lines quote model and page text too; they reach the terminal escaped as well."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return terminal_safe(super().format(record))
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -217,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     assistant.add_argument("--no-hotkeys", action="store_true",
                            help="don't grab the global hotkeys Ctrl+Alt+P (pause/resume) and "
                                 "Ctrl+Alt+S (stop)")
+    assistant.add_argument("--terminal", action="store_true",
+                           help="take tasks at a terminal prompt instead of the always-on-top "
+                                "window (the default when a display is available)")
+    assistant.add_argument("--geometry", default=None, metavar="WxH+X+Y",
+                           help="where the window goes (default: the bottom-right corner)")
     _add_model_args(assistant)
     _add_agent_args(assistant)
     assistant.set_defaults(handler=cmd_assistant)
@@ -296,32 +278,6 @@ def resolve_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     return path, {}
 
 
-def make_confirm(policy: str) -> Callable[..., bool]:
-    def confirm(action: Any, step: Any) -> bool:
-        if policy == "allow":
-            return True
-        if policy == "deny" or not sys.stdin.isatty():
-            _out(f"  ! sensitive action denied ({policy}): {_describe(action)}")
-            return False
-        reason = getattr(action, "reason", None) or "sensitive action"
-        answer = input(f"  ? {reason}: {_describe(action)} -- allow? [y/N] ")
-        return answer.strip().lower() in ("y", "yes")
-    return confirm
-
-
-def take_over_prompt(message: str) -> None:
-    _out(f"  >> The model asks you to take over: {message}")
-    if sys.stdin.isatty():
-        input("     Press Enter when done... ")
-
-
-def _describe(action: Any) -> str:
-    """One line for an action or an action dict (the report's wording)."""
-    from .report import describe_action
-
-    return describe_action(action if isinstance(action, dict) else action.to_dict())
-
-
 def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     if getattr(args, "max_new_tokens", None):
@@ -329,47 +285,6 @@ def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "temperature", None) is not None:
         kwargs["temperature"] = args.temperature
     return kwargs
-
-
-def format_record(record: Any, show_thinking: bool) -> list[str]:
-    """The progress lines for one finished step."""
-    action = _describe(record.action) if record.action else "(no action)"
-    total = record.timings.get("total", 0.0)
-    lines = [f"step {record.index:>3}  {action}  [{record.outcome}] {total:.1f}s"
-             + (f"  {record.detail}" if record.detail else "")]
-    if show_thinking and record.step and record.step.get("thinking"):
-        lines += [f"        | {line}" for line in record.step["thinking"].strip().splitlines()]
-    return lines
-
-
-def print_record(record: Any, show_thinking: bool, output: Callable[[str], None] = _out) -> None:
-    for line in format_record(record, show_thinking):
-        output(line)
-
-
-class StreamPrinter:
-    """Prints the model's answer as it streams, each line indented under its step."""
-
-    def __init__(self) -> None:
-        self.at_line_start = True
-
-    def __call__(self, delta: str) -> None:
-        # Lines end at "\n" only (str.splitlines would also cut at \r, \x0b, \x1c ...).
-        for piece in re.split(r"(?<=\n)", terminal_safe(delta)):
-            if not piece:
-                continue
-            if self.at_line_start:
-                sys.stdout.write("        | ")
-            sys.stdout.write(piece.rstrip("\n"))
-            self.at_line_start = piece.endswith("\n")
-            if self.at_line_start:
-                sys.stdout.write("\n")
-        sys.stdout.flush()
-
-    def end(self) -> None:
-        if not self.at_line_start:
-            sys.stdout.write("\n")
-            self.at_line_start = True
 
 
 def run_agent(agent: Any, task: str, show_thinking: bool) -> tuple[Any, bool]:
@@ -582,13 +497,20 @@ def cmd_assistant(args: argparse.Namespace) -> int:
     from .assistant import DesktopAssistant
 
     model, agent_kwargs = resolve_model(args)
-    assistant = DesktopAssistant(
-        model, monitor=args.monitor, family=args.family, max_steps=args.max_steps,
+    options: dict[str, Any] = dict(
+        monitor=args.monitor, family=args.family, max_steps=args.max_steps,
         confirm=args.confirm, show_marker=not args.no_marker,
         announce_delay=args.announce_delay, dry_run=args.dry_run, trace_root=args.trace_dir,
-        agent_kwargs={**agent_kwargs, **generation_kwargs(args)}, output=_out,
-        on_take_over=take_over_prompt, hotkeys=not args.no_hotkeys,
+        agent_kwargs={**agent_kwargs, **generation_kwargs(args)},
     )
+    if not args.terminal and os.environ.get("DISPLAY"):
+        from .assistant_window import open_window
+
+        window = open_window(model, geometry=args.geometry, hotkeys=not args.no_hotkeys,
+                             **options)
+        return window.run()
+    # The terminal prompt answers confirmations and take-over requests itself.
+    assistant = DesktopAssistant(model, output=_out, hotkeys=not args.no_hotkeys, **options)
     return assistant.repl()
 
 
@@ -654,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.verbose, args.command_verbose = verbosity(args), 0  # handlers read one total
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     handler = logging.StreamHandler()
-    handler.setFormatter(_TerminalSafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(TerminalSafeFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     try:
         return args.handler(args)

@@ -77,7 +77,7 @@ def run_demo(model: Any = None, *, family: str = "glm-4.1v", headless: bool = Tr
             agent = Agent(model, env, family=family, max_steps=8, settle_time=0.2,
                           trace_dir=trace_dir, **agent_kwargs)
             output(f"task: {DEMO_TASK}")
-            from .cli import print_record  # the same live progress lines as `run`
+            from .console import print_record  # the same live progress lines as `run`
 
             for record in agent.iter_run(DEMO_TASK):
                 print_record(record, show_thinking=True, output=output)

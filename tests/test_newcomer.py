@@ -186,7 +186,7 @@ def test_verbose_works_before_and_after_every_command(option: str) -> None:
     from glmv_agent.cli import build_parser, verbosity
 
     minimal = {"run": ["t", "--env", "web"], "serve": ["--model", "m"], "report": ["trace"],
-               "assistant": [], "doctor": [], "demo": [], "mcp": []}
+               "assistant": [], "doctor": [], "demo": [], "mcp": [], "quantize": ["src", "dst"]}
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     expected = 2 if option == "-vv" else 1
