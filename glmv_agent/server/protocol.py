@@ -91,9 +91,6 @@ class _ResponseFormat(BaseModel):
     type: Literal["text", "json_object", "json_schema"]
 
 
-_Number = Field(default=None, allow_inf_nan=False)
-
-
 class ChatCompletionRequest(BaseModel):
     """The fields this server reads. Unknown fields are accepted and ignored."""
 
@@ -232,9 +229,10 @@ def parse_chat_request(body: dict[str, Any], config: ServerConfig) -> ChatJob:
     try:
         request = ChatCompletionRequest.model_validate(body)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-                             for e in exc.errors()[:5])
-        raise RequestError(f"invalid request: {problems}", param=str(exc.errors()[0]["loc"][0])) from None
+        errors = exc.errors()
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:5])
+        param = ".".join(str(p) for p in errors[0]["loc"]) if errors else None
+        raise RequestError(f"invalid request: {problems}", param=param or None) from None
     if request.model not in (None, "", config.model_name):
         raise RequestError(f"model {request.model!r:.80} does not exist; this server serves "
                            f"{config.model_name!r}", 404, "model_not_found", "model")

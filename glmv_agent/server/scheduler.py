@@ -57,6 +57,7 @@ class Ticket:
     events: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.monotonic)
+    streamed: bool = False  # text already went out (it cannot be generated again)
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -221,6 +222,7 @@ class BatchScheduler:
                 raise _BatchAbandoned
             ticket = batch[row]
             if ticket.stream and not ticket.cancelled.is_set():
+                ticket.streamed = True
                 ticket.send("delta", delta)
 
         self.batch_sizes.append(len(batch))
@@ -234,8 +236,11 @@ class BatchScheduler:
             return
         except Exception as exc:  # reported to the clients of this batch, the server keeps serving
             if len(batch) > 1:
+                log.warning("batch of %d failed (%s); running its requests alone", len(batch), exc)
                 for ticket in batch:
-                    if not ticket.cancelled.is_set():
+                    if ticket.streamed:  # half an answer went out already: report, don't restart
+                        ticket.send("error", exc)
+                    elif not ticket.cancelled.is_set():
                         self._generate([ticket])
                 return
             log.exception("generation failed")
