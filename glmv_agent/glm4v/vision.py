@@ -6,13 +6,12 @@ output is one row per LLM `<|image|>` token. Names mirror the keys under `model.
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import VisionConfig
+from .cpu_kernels import block_attention, conv_as_linear
 from .text import RMSNorm
 
 
@@ -33,75 +32,6 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-# Both strided convolutions of the tower (patch embedding, 2x2 merge) see one tiny "image" per
-# patch / merge block: output 1x1, batch N. oneDNN then runs one M=1 micro-kernel per item
-# (~10 GFLOP/s). Laying the N items side by side as ONE wide image (batch 1, width N*kernel)
-# gives the same convolution with M=N: 4-8x faster, and -- measured on this CPU, every N from
-# 4 to 9000 -- bit-identical to the per-item call transformers makes, because oneDNN keeps the
-# same kernel and the same per-output reduction order. That holds only where we checked it:
-# CPU; patch embed in fp32 at any width, and both convs in bf16 when the channel counts are
-# multiples of 256 (the real widths; tiny widths pick other kernels, not always identical);
-# fp32 merge conv never. Elsewhere the plain call is kept (tests/test_glm4v_model.py checks).
-# Another CPU may pick other oneDNN kernels, so the first use of each conv shape also probes
-# it: the wide form is used only if it reproduces the plain call exactly on this machine.
-_WIDE_CHANNELS = 256
-_PROBE_SIZES = (7, 64)
-_probed: dict[tuple[str, tuple[int, ...], torch.dtype], bool] = {}
-
-
-def _exact_on_this_cpu(conv: nn.Conv3d | nn.Conv2d, item_shape: tuple[int, ...],
-                       wide: Callable[[Any, torch.Tensor], torch.Tensor],
-                       plain: Callable[[torch.Tensor], torch.Tensor]) -> bool:
-    key = (type(conv).__name__, tuple(conv.weight.shape), conv.weight.dtype)
-    if key not in _probed:
-        generator = torch.Generator().manual_seed(0)
-        same = True
-        with torch.inference_mode():
-            for n in _PROBE_SIZES:
-                items = torch.randn((n, *item_shape), generator=generator).to(conv.weight.dtype)
-                same = same and torch.equal(wide(conv, items), plain(items))
-        _probed[key] = same
-    return _probed[key]
-
-
-def wide_patch_conv_ok(conv: nn.Conv3d) -> bool:
-    """Whether the patch-embedding Conv3d may run as one wide image (exact here)."""
-    weight = conv.weight
-    if weight.device.type != "cpu":
-        return False
-    if not (weight.dtype == torch.float32 or (
-            weight.dtype == torch.bfloat16 and weight.shape[0] % _WIDE_CHANNELS == 0)):
-        return False
-    return _exact_on_this_cpu(conv, tuple(weight.shape[1:]), wide_patch_conv,
-                              lambda items: conv(items).view(items.shape[0], -1))
-
-
-def wide_merge_conv_ok(conv: nn.Conv2d) -> bool:
-    """Whether the 2x2 merge Conv2d may run as one wide image (exact here)."""
-    weight = conv.weight
-    if not (weight.device.type == "cpu" and weight.dtype == torch.bfloat16
-            and weight.shape[0] % _WIDE_CHANNELS == 0 and weight.shape[1] % _WIDE_CHANNELS == 0):
-        return False
-    m, c = weight.shape[2], weight.shape[1]
-    return _exact_on_this_cpu(conv, (m, m, c), wide_merge_conv,
-                              lambda items: conv(items.permute(0, 3, 1, 2)).view(items.shape[0], -1))
-
-
-def wide_patch_conv(conv: nn.Conv3d, patches: torch.Tensor) -> torch.Tensor:
-    """patches [N, C, T, P, P] -> conv(patches) as [N, out], computed on one [1, C, T, P, N*P] image."""
-    n, c, t, p, _ = patches.shape
-    wide = patches.permute(1, 2, 3, 0, 4).reshape(1, c, t, p, n * p)
-    return conv(wide).view(-1, n).t().contiguous()
-
-
-def wide_merge_conv(conv: nn.Conv2d, blocks: torch.Tensor) -> torch.Tensor:
-    """blocks [B, m, m, C] (channels last) -> conv over each m x m block as [B, out],
-    computed on one [1, C, m, B*m] image."""
-    b, m, _, c = blocks.shape
-    wide = blocks.permute(3, 1, 0, 2).reshape(1, c, m, b * m)
-    return conv(wide).view(-1, b).t().contiguous()
-
-
 class PatchEmbed(nn.Module):
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
@@ -112,11 +42,9 @@ class PatchEmbed(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         c = self.config
         x = pixels.view(-1, c.in_channels, c.temporal_patch_size, c.patch_size, c.patch_size)
-        # conv3d keeps the bias fused (pitfall 1); inputs are cast to the weight dtype first.
-        x = x.to(self.proj.weight.dtype)
-        if wide_patch_conv_ok(self.proj):
-            return wide_patch_conv(self.proj, x)
-        return self.proj(x).view(-1, c.hidden_size)
+        # The Conv3d (stride = kernel) as one matmul, bias fused (pitfall 1); inputs are cast
+        # to the weight dtype first.
+        return conv_as_linear(self.proj, x.to(self.proj.weight.dtype))
 
 
 class PositionEmbedding(nn.Module):
@@ -156,12 +84,10 @@ class VisionAttention(nn.Module):
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         q = (q.float() * cos + rotate_half(q.float()) * sin).to(x.dtype)
         k = (k.float() * cos + rotate_half(k.float()) * sin).to(x.dtype)
-        q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # [1, H, N, D]
+        q, k, v = (t.transpose(0, 1) for t in (q, k, v))  # [H, N, D]
         # Full attention inside each image / frame-slice, none across them.
-        outs = [F.scaled_dot_product_attention(qs, ks, vs, scale=self.head_dim ** -0.5)
-                for qs, ks, vs in zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2))]
-        out = torch.cat(outs, dim=2).squeeze(0).transpose(0, 1).reshape(n, -1)
-        return self.proj(out)
+        out = block_attention(q, k, v, lengths, scale=self.head_dim ** -0.5)
+        return self.proj(out.transpose(0, 1).reshape(n, -1))
 
 
 class VisionMLP(nn.Module):
@@ -242,9 +168,6 @@ class VisionTower(nn.Module):
         for block in self.blocks:
             x = block(x, cos, sin, lengths)
         x = self.post_layernorm(x)
-        x = x.view(-1, merge, merge, x.shape[-1])
-        if wide_merge_conv_ok(self.downsample):
-            x = wide_merge_conv(self.downsample, x)
-        else:
-            x = self.downsample(x.permute(0, 3, 1, 2)).view(-1, self.config.out_hidden_size)
-        return self.merger(x)
+        # Each merge block's rows -> [C, m, m] (the conv's layout), then the 2x2 Conv2d as one matmul.
+        blocks = x.view(-1, merge, merge, x.shape[-1]).permute(0, 3, 1, 2)
+        return self.merger(conv_as_linear(self.downsample, blocks))
