@@ -331,7 +331,8 @@ def test_queued_requests_are_batched_and_equal_their_solo_answers(served: Served
     engine_chats = [*chats[:2], [{"role": "user", "content": [
         {"type": "image", "image": Image.new("RGB", (64, 48), "red")}, {"type": "text", "text": "Describe"}]}],
         chats[3]]
-    expected = [solo(engine, c, max_new_tokens=6).text for c in engine_chats]
+    alone = [solo(engine, c, max_new_tokens=6) for c in engine_chats]
+    expected = [(r.text, r.completion_tokens, r.prompt_tokens) for r in alone]
     bodies = [{"messages": c, "max_tokens": 6, "temperature": 0} for c in chats]
     with blocker(served):
         threads, results = post_in_threads(served.v1, bodies)
@@ -339,7 +340,9 @@ def test_queued_requests_are_batched_and_equal_their_solo_answers(served: Served
         sizes_before = len(served.scheduler.batch_sizes)
     for thread in threads:
         thread.join(300)
-    assert [r.json()["choices"][0]["message"]["content"] for r in results] == expected
+    got = [(r.json()["choices"][0]["message"]["content"], r.json()["usage"]["completion_tokens"],
+            r.json()["usage"]["prompt_tokens"]) for r in results]
+    assert got == expected
     assert list(served.scheduler.batch_sizes)[sizes_before:] == [4]  # one batch of four
 
 
