@@ -34,7 +34,7 @@ from .actions import Answer, BaseAction, Done, TakeOver
 from .backends import make_backend
 from .backends.base import BackendProtocol, GenerationParams
 from .dialects.base import Dialect, HistoryItem, Step
-from .envs.base import Environment, Observation, Platform
+from .envs.base import Environment, Observation, Platform, same_screen, screen_thumbnail
 from .errors import (
     ActionError, ActionRefusedError, BackendError, ConfigError, GlmvAgentError, ParseError,
     StoppedError,
@@ -59,11 +59,6 @@ TakeOverCallback = Callable[[str], None]
 
 # Consecutive refused / denied / failed actions before the run ends as "refused".
 MAX_CONSECUTIVE_FAILURES = 3
-# Two screens count as unchanged when no cell of their 64x64 grayscale thumbnails differs
-# by more than this (0-255): JPEG-like noise is ignored, but a toggled checkbox is not
-# averaged away. Erring towards "changed" only delays loop detection; erring the other way
-# would stop a run that was making progress.
-SAME_SCREEN_TOLERANCE = 10
 FINISHED_STATUSES = frozenset({"success", "answered", "infeasible"})
 
 
@@ -248,7 +243,7 @@ class Agent:
                     f"{directory} already holds a trace; pass another trace_dir or use "
                     "Agent.resume_run() to continue it"
                 )
-            self._writer = TraceWriter(directory, mask=self.vault.mask_obj)
+            self._writer = TraceWriter(directory, mask=self.vault.mask_obj, background=True)
             self._writer.start(self._run_info(task))
         self._begin()
 
@@ -339,7 +334,7 @@ class Agent:
             if torn is not None:
                 logger.warning("the last step record in %s was cut off by a crash; its bytes "
                                "were moved to %s", trace_dir, torn.name)
-            self._writer = TraceWriter(trace_dir, mask=self.vault.mask_obj)
+            self._writer = TraceWriter(trace_dir, mask=self.vault.mask_obj, background=True)
             info.status, info.ended_at, info.error = "running", None, None
             self._writer.start(info)
         self._begin()
@@ -561,10 +556,11 @@ class Agent:
                 timings["model_ttft"] = time.monotonic() - started
             parts.append(delta)
             if tail is not None:
-                tail = (tail + delta)[-64:]
-                if "</think>" in tail:
+                if "</think>" in tail + delta:
                     timings["model_thinking_end"] = time.monotonic() - started
                     tail = None
+                else:
+                    tail = (tail + delta)[-len("</think>"):]
             self.on_text(self.vault.mask(delta))
         return "".join(parts)
 
@@ -821,16 +817,6 @@ class Agent:
             return list(self._records)
         return [StepRecord.model_validate(self.vault.mask_obj(r.model_dump(mode="json")))
                 for r in self._records]
-
-
-def screen_thumbnail(image: Image.Image) -> np.ndarray:
-    """A 64x64 grayscale thumbnail, enough to tell whether the screen changed."""
-    return np.asarray(image.convert("L").resize((64, 64), Image.Resampling.BOX),
-                      dtype=np.int16)
-
-
-def same_screen(a: np.ndarray, b: np.ndarray) -> bool:
-    return int(np.abs(a - b).max()) <= SAME_SCREEN_TOLERANCE
 
 
 def _needs_element_labels(dialect: Dialect) -> bool:

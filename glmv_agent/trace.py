@@ -7,7 +7,10 @@ A trace directory holds:
   running), `status` ("running" until the run ends, then a `RunResult` status), `answer`,
   `steps` (count), `version` (glmv_agent version), `options` (agent settings).
 * `steps.jsonl` -- one `StepRecord` JSON object per line, appended, flushed and fsynced
-  as each step ends, so a crash or SIGKILL loses at most the step in progress. Fields:
+  as each step ends. The writing happens on a background thread (PNG encoding is slow),
+  in order: a step's line is written only after its screenshot files are on disk, and the
+  agent waits for the previous step's line before it asks the model again, so a crash or
+  SIGKILL loses at most the step in progress. Fields:
     - `index` (1-based), `started_at`, `ended_at` (unix seconds)
     - `screenshot`, `marked_screenshot`: PNG file names in the directory (`step-0001.png`)
     - `observation`: `{"size": [w, h], "url", "title", "app", "mapping": {...}}`
@@ -25,7 +28,12 @@ A trace directory holds:
       `refused`, `loop_nudge`, `parse_error`, `action_error`, `error`, `stopped`
     - `detail`: a human-readable note on the outcome; `sensitive`: why confirmation was
       asked (null if not); `confirmed`: the answer (null if not asked)
-    - `timings`: seconds, keys `observe`, `model`, `execute`, `settle`, `total`
+    - `timings`: seconds per phase: `observe`, `prompt` (building and masking the
+      messages), `model` (all calls of the step), `model_ttft` / `model_thinking_end`
+      (time to the first text / to `</think>` of the last call, when the backend
+      streams), `parse`, `policy` (loop, policy and sensitivity checks), `execute` (the
+      action itself), `settle` (waiting for the screen to be ready afterwards, and any
+      fixed `settle_time`), `record` (handing screenshots to the trace writer), `total`
     - `error`: error message if the step failed
     - `observation_text`: url / app / element list given to the dialect as history
 * `step-NNNN.png` (and `step-NNNN-marked.png` in set-of-marks mode): the screenshots.
@@ -38,9 +46,13 @@ Every string is masked (`***`) for the secrets the agent was given before it is 
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import queue
+import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -135,9 +147,20 @@ def prompt_summary(messages: list[Message], image_names: dict[int, str]) -> list
 
 
 class TraceWriter:
-    """Writes one run's trace; every step is on disk before the next one starts."""
+    """Writes one run's trace, in order, crash-safe; with `background=True` (as the Agent
+    uses it) on a worker thread.
 
-    def __init__(self, directory: str | Path, mask: Callable[[Any], Any] | None = None) -> None:
+    In the background, `save_screenshot` and `record` return at once; a worker thread encodes the PNGs and
+    appends the step lines in the order they were handed over (a screenshot file is
+    complete, written to a temporary name and renamed, before the step that refers to it
+    is written). `wait_for_steps` blocks until every handed-over step is on disk; `finish`
+    and `flush` drain everything, and so does interpreter exit. A write that fails (disk
+    full) raises ConfigError at the next call. By default everything is written before
+    the call returns.
+    """
+
+    def __init__(self, directory: str | Path, mask: Callable[[Any], Any] | None = None,
+                 *, background: bool = False) -> None:
         self.dir = Path(directory)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -145,10 +168,19 @@ class TraceWriter:
             raise ConfigError(f"cannot create trace directory {self.dir}: {exc}") from exc
         self._mask = mask or (lambda obj: obj)
         self.info: RunInfo | None = None
+        self._jobs: queue.Queue[tuple[Callable[..., None], tuple[Any, ...]] | None] | None = None
+        self._error: BaseException | None = None
+        self._steps_handed = self._steps_written = 0
+        self._written = threading.Condition()
+        if background:
+            self._jobs = queue.Queue()
+            threading.Thread(target=self._work, name=f"glmv-trace-{self.dir.name}",
+                             daemon=True).start()
+            _LIVE_WRITERS.add(self)
 
     def start(self, info: RunInfo) -> None:
         self.info = info
-        self._write_run()
+        self._submit(self._write_run, self._mask(info.model_dump(mode="json")))
 
     def finish(self, status: str, answer: str | None, steps: int,
                error: str | None = None) -> None:
@@ -159,33 +191,124 @@ class TraceWriter:
         self.info.error = error
         self.info.steps = steps
         self.info.ended_at = time.time()
-        self._write_run()
+        self._submit(self._write_run, self._mask(self.info.model_dump(mode="json")))
+        self.close()
 
-    def save_screenshot(self, image: Image.Image, name: str) -> str:
-        image.save(self.dir / name, format="PNG")
+    def close(self) -> None:
+        """Drain the queue and stop the worker; later writes happen in the caller."""
+        jobs = self._jobs
+        if jobs is not None:
+            jobs.join()
+            self._jobs = None
+            jobs.put(None)  # ends the worker
+        self._raise_error()
+
+    def save_screenshot(self, image: Image.Image, name: str, png: bytes | None = None) -> str:
+        """Write `image` as `name`; `png`, when given, is that image already encoded."""
+        self._submit(self._write_png, image, png, name)
         return name
 
     def record(self, record: StepRecord) -> None:
-        """Append one step durably (flush + fsync)."""
+        """Append one step durably (flush + fsync), after the screenshots handed over
+        before it. The record is copied now: later changes to it are not written."""
         data = self._mask(record.model_dump(mode="json"))
+        with self._written:
+            self._steps_handed += 1
+        run = None
+        if self.info is not None:
+            self.info.steps = record.index
+            run = self._mask(self.info.model_dump(mode="json"))
+        self._submit(self._write_step, data, run)
+
+    def wait_for_steps(self) -> None:
+        """Block until every step handed to `record` is on disk (screenshots may lag)."""
+        with self._written:
+            while self._steps_written < self._steps_handed and self._error is None:
+                self._written.wait(0.5)
+        self._raise_error()
+
+    def flush(self) -> None:
+        """Block until everything handed over is on disk."""
+        if self._jobs is not None:
+            self._jobs.join()
+        self._raise_error()
+
+    # -- the writing, on the worker (or in the caller without a background thread) ------
+    def _submit(self, job: Callable[..., None], *args: Any) -> None:
+        self._raise_error()
+        if self._jobs is None:
+            self._run(job, args)
+            self._raise_error()
+        else:
+            self._jobs.put((job, args))
+
+    def _work(self) -> None:
+        jobs = self._jobs
+        assert jobs is not None
+        while (item := jobs.get()) is not None:
+            try:
+                self._run(*item)
+            finally:
+                jobs.task_done()
+
+    def _run(self, job: Callable[..., None], args: tuple[Any, ...]) -> None:
+        if self._error is not None:
+            return  # after a failed write nothing more is written: the order would break
+        try:
+            job(*args)
+        except Exception as exc:
+            with self._written:
+                self._error = exc
+                self._written.notify_all()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise ConfigError(
+                f"cannot write the trace in {self.dir}: {self._error}; free disk space, pass "
+                "another trace_dir, or trace=False"
+            ) from self._error
+
+    def _write_png(self, image: Image.Image, png: bytes | None, name: str) -> None:
+        tmp = self.dir / (name + ".tmp")
+        if png is not None:
+            tmp.write_bytes(png)
+        else:
+            image.save(tmp, format="PNG", compress_level=1)  # fast; these are screenshots
+        os.replace(tmp, self.dir / name)  # never a half-written PNG under the real name
+
+    def _write_step(self, data: dict[str, Any], run: dict[str, Any] | None) -> None:
         line = json.dumps(data, ensure_ascii=False)
         with open(self.dir / STEPS_FILE, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        if self.info is not None:
-            self.info.steps = record.index
-            self._write_run()
+        if run is not None:
+            self._write_run(run)
+        with self._written:
+            self._steps_written += 1
+            self._written.notify_all()
 
-    def _write_run(self) -> None:
-        assert self.info is not None
-        data = self._mask(self.info.model_dump(mode="json"))
+    def _write_run(self, data: dict[str, Any]) -> None:
         tmp = self.dir / (RUN_FILE + ".tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(data, fh, ensure_ascii=False, indent=2)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.dir / RUN_FILE)
+
+
+# Writers with a background thread, flushed when the interpreter exits (their worker
+# threads are daemons, so that a forgotten writer cannot keep a process alive).
+_LIVE_WRITERS: weakref.WeakSet[TraceWriter] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_live_writers() -> None:
+    for writer in list(_LIVE_WRITERS):
+        try:
+            writer.flush()
+        except Exception:  # nothing left to report it to
+            pass
 
 
 def quarantine_torn_tail(directory: str | Path) -> Path | None:

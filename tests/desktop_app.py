@@ -16,6 +16,7 @@ import tkinter as tk
 
 SWATCH_COLOR = "#12ab34"
 BOX_COLOR = "#d02020"
+SLOW_FINAL_LEVEL = 10  # the gray the "slow" pad ends on
 
 
 def emit(**event: object) -> None:
@@ -45,6 +46,12 @@ class App:
             pad.bind("<ButtonPress>", lambda e, n=name: emit(event="press", widget=n, button=e.num,
                                                               x=e.x_root, y=e.y_root))
             pad.bind("<Double-Button-1>", lambda e, n=name: emit(event="double", widget=n))
+
+        # Fades from light to dark gray over 400 ms after a press, 10 ms a step: an action
+        # whose effect is still moving on screen right after the click.
+        slow = tk.Frame(root, background="#fafafa")
+        place("slow", slow, 0.05, 0.82, 0.15, 0.1)
+        slow.bind("<ButtonPress>", lambda e: self._fade(slow, 250))
 
         hover = tk.Frame(root, background="#ffffc0")
         place("hover", hover, 0.25, 0.05, 0.12, 0.1)
@@ -87,6 +94,13 @@ class App:
         root.bind("<KeyPress>", lambda e: emit(event="key", keysym=e.keysym, state=e.state,
                                                    char=e.char), add="+")
         root.after(50, self._ready)
+
+    def _fade(self, widget: tk.Frame, level: int) -> None:
+        widget.configure(background=f"#{level:02x}{level:02x}{level:02x}")
+        if level > SLOW_FINAL_LEVEL:
+            self.root.after(10, lambda: self._fade(widget, max(SLOW_FINAL_LEVEL, level - 6)))
+        else:
+            emit(event="faded", widget="slow")
 
     def _select_all(self, event: tk.Event) -> str:
         event.widget.select_range(0, "end")

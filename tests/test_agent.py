@@ -553,3 +553,24 @@ def test_on_text_streams_the_answers(tmp_path: Path) -> None:
     agent = make_agent(list(responses), env, tmp_path, on_text=streamed.append)
     assert agent.run("press plus").status == "success"
     assert "".join(streamed) == "".join(responses)
+
+
+def test_step_records_time_every_phase(tmp_path: Path) -> None:
+    """Each step's timings name its phases; the model's time to first text and to the end
+    of its thinking are known when it streams (on_text); no fixed settle sleep by default."""
+    env = FormEnv()
+    thinking = "<think>press it</think>" + click("plus")
+    agent = Agent(ReplayBackend([thinking, DONE]), env, dialect=JsonDialect("pc"),
+                  trace_dir=tmp_path / "trace", on_text=lambda text: None)
+    first = agent.run("press plus").steps[0]
+    assert set(first.timings) == {"observe", "record", "prompt", "model", "model_ttft",
+                                  "model_thinking_end", "parse", "policy", "execute",
+                                  "settle", "total"}
+    phases = sum(v for k, v in first.timings.items()
+                 if k not in ("total", "model_ttft", "model_thinking_end"))
+    assert phases <= first.timings["total"]
+    assert first.timings["model_ttft"] <= first.timings["model_thinking_end"] \
+        <= first.timings["model"]
+    assert first.timings["settle"] == 0.0  # FormEnv is ready at once; nothing slept
+    from glmv_agent.trace import TraceReader
+    assert TraceReader(tmp_path / "trace").records()[0].timings == first.timings

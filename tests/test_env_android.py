@@ -105,12 +105,32 @@ def open_env(srv: FakeAdbServer, serial: str | None = None, **kw) -> AndroidEnv:
 
 
 def commands_of(env: AndroidEnv, srv: FakeAdbServer, action) -> list[str]:
-    """The shell commands the phone receives for one action (after a fresh observe)."""
+    """The shell commands the phone receives for one action (after a fresh observe),
+    without the screenshots taken afterwards to see the screen settle."""
     obs = env.observe()
     phone = srv.device(env.serial)
     before = len(phone.commands)
     env.execute(action, obs)
-    return phone.commands[before:]
+    commands = phone.commands[before:]
+    while commands and commands[-1] == "screencap -p":
+        commands.pop()
+    return commands
+
+
+def test_actions_wait_for_a_still_screen_not_a_fixed_time(server):
+    """After an action the phone's screen is captured until two frames match (a still
+    fake screen: two captures); settle_timeout=0 turns that off."""
+    env = open_env(server)
+    phone = server.device(SERIAL)
+    obs = env.observe()
+    before = len(phone.commands)
+    outcome = env.execute(Click(target=Target.at(0.5, 0.5)), obs)
+    assert phone.commands[before:] == ["input tap 540 1200", "screencap -p", "screencap -p"]
+    assert outcome.settle_s > 0 and "still changing" not in outcome.detail
+    env = open_env(server, settle_timeout=0)
+    before = len(phone.commands)
+    assert env.execute(Click(target=Target.at(0.5, 0.5)), obs).settle_s >= 0
+    assert phone.commands[before:] == ["input tap 540 1200"]
 
 
 # -- (a) parsers on fixtures -----------------------------------------------------------
@@ -274,9 +294,7 @@ def test_landscape_rotation_from_dumpsys_input(server):
     assert "dumpsys input | grep -E 'SurfaceOrientation|orientation='" in phone.commands
     assert obs.extra["rotation"] == 3 and obs.app == "YouTube"
     assert (obs.mapping.env_width, obs.mapping.env_height) == (2400, 1080)
-    before = len(phone.commands)
-    env.execute(Click(target=Target.at(0.9, 0.1)), obs)
-    assert phone.commands[before:] == ["input tap 2160 108"]
+    assert commands_of(env, server, Click(target=Target.at(0.9, 0.1))) == ["input tap 2160 108"]
 
 
 def test_override_size_maps_to_override_pixels(server):

@@ -77,6 +77,16 @@ def xclip(display: str, *args: str, text: str | None = None) -> str:
 
 # -- capture -------------------------------------------------------------------------
 
+def test_actions_wait_until_the_screen_is_still(env: DesktopEnv, app: TkApp) -> None:
+    """The "slow" pad fades for 400 ms after a press: execute() returns once two frames
+    in a row look the same, so the next screenshot shows where it ended."""
+    obs = env.observe()
+    outcome = env.execute(Click(target=app.target("slow")), obs)
+    assert "still changing" not in outcome.detail and outcome.settle_s > 0
+    assert env.observe().screenshot.getpixel(app.centre_pixel("slow")) == (10, 10, 10)
+    app.wait_for(lambda e: e["event"] == "faded")
+
+
 def test_observe_captures_the_real_screen(env: DesktopEnv, app: TkApp) -> None:
     observation = env.observe()
     assert observation.platform == "pc"

@@ -211,6 +211,22 @@ def test_actions_wait_for_the_page_to_settle(env: WebEnv, server: PageServer) ->
     assert env.observe().title == "Page two"
 
 
+def test_stability_waits_for_what_the_action_started_not_for_endless_loops(
+        env: WebEnv, server: PageServer) -> None:
+    """The quiet window is short (60 ms); what an action sets in motion is watched instead:
+    its timers (here 300 ms) and CSS transitions (400 ms), while the page's own endless 50 ms
+    polling loop does not hold the check up until the timeout."""
+    obs = open_page(env, server, "ticker.html")
+    outcome = env.execute(Click(target=target_of(env, obs, "#go")), obs)
+    assert env.page.evaluate("document.getElementById('shown').textContent") == "shown"
+    assert "still changing" not in outcome.detail
+    assert outcome.settle_s > 0  # reported, for the step's "settle" phase
+    obs = open_page(env, server, "transition.html")  # a CSS transform changes no layout
+    env.execute(Click(target=target_of(env, obs, "#fade")), obs)
+    assert env.page.evaluate("getComputedStyle(document.getElementById('box')).transform") == \
+        "matrix(1, 0, 0, 1, 300, 0)"
+
+
 # -- scrolling and frames -------------------------------------------------------------
 
 

@@ -76,8 +76,13 @@ def test_sigkill_mid_run_loses_nothing_done(tmp_path: Path) -> None:
     assert records[0].prompt[1]["images"] == ["step-0001.png"]
     assert records[0].parsed_step().action.type == "click"
     assert reader.responses() == ["garbage", click("plus"), click("plus")]
-    # The screenshot of the step in progress was saved before it was killed.
-    assert (trace / "step-0003.png").is_file()
+    # Screenshots are written in the background, each under a temporary name first: the
+    # one of the step in progress may be missing, but no PNG is ever half-written.
+    from PIL import Image
+
+    for png in trace.glob("step-*.png"):
+        with Image.open(png) as img:
+            img.load()
 
     # Resume in a fresh agent: history rebuilt, numbering continues, same directory.
     env = FormEnv()
@@ -143,6 +148,31 @@ def test_a_whole_last_record_without_its_newline_is_kept(tmp_path: Path) -> None
     writer.record(StepRecord(index=3, outcome="executed"))
     assert [r.index for r in TraceReader(tmp_path).records()] == [1, 2, 3]
     assert quarantine_torn_tail(tmp_path) is None  # a clean file is left alone
+
+
+def test_background_writer_keeps_order_and_reports_a_failed_write(tmp_path: Path) -> None:
+    from PIL import Image
+
+    writer = TraceWriter(tmp_path / "t", background=True)
+    writer.start(RunInfo(task="t"))
+    for index in (1, 2, 3):
+        writer.save_screenshot(Image.new("RGB", (64, 48), (index, 0, 0)), f"step-{index}.png")
+        writer.record(StepRecord(index=index, screenshot=f"step-{index}.png"))
+    writer.wait_for_steps()  # every step line is on disk, and so the screenshots before it
+    reader = TraceReader(tmp_path / "t")
+    assert [r.index for r in reader.records()] == [1, 2, 3]
+    assert reader.screenshot(reader.records()[2]).getpixel((0, 0)) == (3, 0, 0)
+    writer.finish("success", None, 3)
+    assert TraceReader(tmp_path / "t").info.status == "success"
+
+    broken = TraceWriter(tmp_path / "gone", background=True)
+    broken.start(RunInfo(task="t"))
+    broken.flush()
+    (tmp_path / "gone" / "run.json").unlink()
+    (tmp_path / "gone").rmdir()  # e.g. the disk was unmounted
+    broken.record(StepRecord(index=1))
+    with pytest.raises(ConfigError, match="cannot write the trace"):
+        broken.flush()
 
 
 def test_reader_errors(tmp_path: Path) -> None:

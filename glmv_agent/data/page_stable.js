@@ -1,6 +1,9 @@
-// Resolve once the page has stopped changing: the same layout signature (document size,
-// scroll position, number of elements, ready state, focused element) on consecutive
-// animation frames for `quietMs`, or give up after `timeoutMs`. Resolves to true when stable.
+// Resolve once the page has stopped changing: for `quietMs` the same layout signature
+// (document size, scroll position, number of elements, ready state, focused element) on
+// consecutive animation frames, with no short timer the last action started still pending
+// (page_timers.js) and no finite CSS animation or transition running; or give up after
+// `timeoutMs`. Resolves to true when stable. (Endless animations and tickers are not
+// waited for: they never end.)
 ({ quietMs, timeoutMs }) => new Promise((resolve) => {
   const start = performance.now();
   let last = null;
@@ -19,10 +22,18 @@
     ].join("|");
   }
 
+  function busy() {
+    const timers = window.__glmvTimers;
+    if (timers && timers.pending.size > 0) return true;
+    if (!document.getAnimations) return false;
+    return document.getAnimations().some((a) => a.playState === "running" && a.effect &&
+      Number.isFinite(a.effect.getComputedTiming().endTime));
+  }
+
   function tick() {
     const now = performance.now();
     const sig = signature();
-    if (sig !== last) { last = sig; stableSince = now; }
+    if (sig !== last || busy()) { last = sig; stableSince = now; }
     if (document.readyState === "complete" && now - stableSince >= quietMs) return resolve(true);
     if (now - start >= timeoutMs) return resolve(false);
     // requestAnimationFrame paces the check with rendering; the timer keeps it going
@@ -30,7 +41,8 @@
     let done = false;
     const next = () => { if (!done) { done = true; tick(); } };
     requestAnimationFrame(next);
-    setTimeout(next, 100);
+    const timers = window.__glmvTimers;
+    (timers ? timers.originalSetTimeout : window.setTimeout).call(window, next, 100);
   }
   tick();
 })

@@ -39,7 +39,7 @@ from .adb import (
     parse_ime_list, parse_rotation, parse_wakefulness, parse_window_state, parse_wm_size,
     screencap,
 )
-from .base import ActionOutcome, Environment, Observation
+from .base import ActionOutcome, Environment, Observation, wait_until_still
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,9 @@ class AndroidEnv(Environment):
     $ADB_SERVER_SOCKET). `keyboard` picks how text is typed: "adb_keyboard" needs ADB
     Keyboard installed, "input_text" types ASCII only, "auto" uses ADB Keyboard when
     present. `tap_duration` (seconds) makes taps a press of that length instead of
-    `input tap`. `timeout` bounds every adb call.
+    `input tap`. `timeout` bounds every adb call. After each action the environment waits
+    (at most `settle_timeout` seconds; 0 = not at all) until two screenshots in a row look
+    the same, after a fixed `settle_delay` if one is given.
 
     Not supported (UnsupportedActionError, never a silent no-op): `drag` (phone models
     answer with `swipe`, which is executed as a finger swipe) and mouse-only actions.
@@ -207,8 +209,11 @@ class AndroidEnv(Environment):
         timeout: float = 15.0,
         settle_delay: float = 0.0,
         ime_switch_delay: float = 0.3,
+        settle_timeout: float = 3.0,
     ) -> None:
         super().__init__()
+        if not (settle_delay >= 0 and settle_timeout >= 0):
+            raise EnvError("settle_delay and settle_timeout must be >= 0 seconds")
         if keyboard not in ("auto", "adb_keyboard", "input_text"):
             raise EnvError(f"keyboard must be 'auto', 'adb_keyboard' or 'input_text', got {keyboard!r}")
         self.client = AdbClient(adb_path, server=adb_server, timeout=timeout)
@@ -218,6 +223,7 @@ class AndroidEnv(Environment):
         self.keyboard: KeyboardMode = keyboard
         self.tap_duration = tap_duration
         self.settle_delay = settle_delay
+        self.settle_timeout = settle_timeout
         self.ime_switch_delay = ime_switch_delay
         self._has_adb_keyboard: bool | None = None
         self._sdk_level: int | None | Literal["unread"] = "unread"
@@ -320,15 +326,23 @@ class AndroidEnv(Environment):
         else:
             self._input("tap", x, y)
 
-    def _settle(self) -> None:
+    def _settle(self) -> str:
+        """Wait for a still screen; a note for the outcome if it never got still."""
         if self.settle_delay > 0:
             time.sleep(self.settle_delay)
+        if self.settle_timeout > 0 and not wait_until_still(
+                lambda: screencap(self.device), self.settle_timeout):
+            return f"the screen was still changing after {self.settle_timeout:g}s"
+        return ""
 
     def _done(
         self, action: BaseAction, points: list[tuple[int, int]], detail: str = ""
     ) -> ActionOutcome:
-        self._settle()
-        return ActionOutcome(action=action, env_points=[(float(x), float(y)) for x, y in points], detail=detail)
+        started = time.monotonic()
+        note = self._settle()
+        detail = "; ".join(part for part in (detail, note) if part)
+        return ActionOutcome(action=action, env_points=[(float(x), float(y)) for x, y in points],
+                             detail=detail, settle_s=time.monotonic() - started)
 
     # -- actions --------------------------------------------------------------------
     def _do_click(self, action: Click, observation: Observation) -> ActionOutcome:

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Literal
 
+import numpy as np
 from PIL import Image
 
 from ..actions import BaseAction, Point, Target
@@ -19,6 +20,40 @@ from ..errors import ActionRefusedError, UnsupportedActionError
 from ..geometry import ScreenMapping
 
 Platform = Literal["mobile", "pc", "web"]
+
+# Two screens count as unchanged when no cell of their 64x64 grayscale thumbnails differs
+# by more than this (0-255): JPEG-like noise is ignored, but a toggled checkbox is not
+# averaged away. Erring towards "changed" only delays loop detection and settling; erring
+# the other way would stop a run that was making progress, or act on a moving screen.
+SAME_SCREEN_TOLERANCE = 10
+
+
+def screen_thumbnail(image: Image.Image) -> np.ndarray:
+    """A 64x64 grayscale thumbnail, enough to tell whether the screen changed."""
+    return np.asarray(image.convert("L").resize((64, 64), Image.Resampling.BOX),
+                      dtype=np.int16)
+
+
+def same_screen(a: np.ndarray, b: np.ndarray) -> bool:
+    return int(np.abs(a - b).max()) <= SAME_SCREEN_TOLERANCE
+
+
+def wait_until_still(grab: Callable[[], Image.Image], timeout: float,
+                     interval: float = 0.0) -> bool:
+    """Grab frames (`interval` seconds apart) until two in a row look the same: True, or
+    False once `timeout` seconds have passed. What the desktop and phone environments do
+    after an action instead of sleeping a fixed time: a still screen costs two frames."""
+    deadline = time.monotonic() + timeout
+    last = screen_thumbnail(grab())
+    while True:
+        if interval:
+            time.sleep(interval)
+        frame = screen_thumbnail(grab())
+        if same_screen(frame, last):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        last = frame
 
 
 @dataclass
@@ -56,6 +91,9 @@ class Observation:
     elements: list[Element] | None = None
     elements_text: str | None = None
     marked_screenshot: Image.Image | None = None
+    # `screenshot` as the PNG the platform delivered, when it did (saved as is, not
+    # encoded again); None when the capture was raw pixels.
+    screenshot_png: bytes | None = None
     timestamp: float = field(default_factory=time.time)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -78,6 +116,9 @@ class ActionOutcome:
     action: BaseAction
     env_points: list[tuple[float, float]] = field(default_factory=list)
     detail: str = ""
+    # Seconds of the execution spent waiting for the screen to be ready afterwards (page
+    # stable, frames unchanged); the agent records it as the step's "settle" phase.
+    settle_s: float = 0.0
 
 
 class Environment(ABC):

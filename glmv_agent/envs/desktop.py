@@ -33,7 +33,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from ..actions import (
-    Click, DoubleClick, Drag, Hover, Key, MiddleClick, RightClick, Scroll, Target, TypeText,
+    BaseAction, Click, DoubleClick, Drag, Hover, Key, MiddleClick, RightClick, Scroll, Target, TypeText,
     Wait,
 )
 from ..errors import (
@@ -42,7 +42,7 @@ from ..errors import (
 from ..geometry import ScreenMapping
 from . import keys as keymap
 from ._xvfb import ensure_xauthority, quiet_xlib_auth
-from .base import ActionOutcome, Environment, Observation
+from .base import ActionOutcome, Environment, Observation, wait_until_still
 
 logger = logging.getLogger(__name__)
 quiet_xlib_auth()  # before pyautogui's import opens its X connection
@@ -107,6 +107,8 @@ class DesktopEnv(Environment):
     display: X display (e.g. ":99") on Linux; default $DISPLAY.
     ctrl_as_cmd: on macOS press Command where the model says ctrl (models are trained on
         Linux/Windows shortcuts); default True on macOS.
+    settle_timeout: after an action, wait at most this long for the screen to stop
+        changing (two frames `settle_interval` apart that look the same); 0 = no wait.
     """
 
     platform = "pc"
@@ -123,6 +125,8 @@ class DesktopEnv(Environment):
         drag_duration: float = 0.3,
         paste_timeout: float = 3.0,
         ctrl_as_cmd: bool | None = None,
+        settle_timeout: float = 2.0,
+        settle_interval: float = 0.03,
     ) -> None:
         super().__init__()
         if not isinstance(monitor, int) or monitor < 0:
@@ -133,6 +137,8 @@ class DesktopEnv(Environment):
             raise ConfigError(f"typing must be one of {', '.join(_TYPING_MODES)}; got {typing!r}")
         if pause < 0 or drag_duration < 0 or paste_timeout <= 0:
             raise ConfigError("pause and drag_duration must be >= 0 and paste_timeout > 0")
+        if not (settle_timeout >= 0 and settle_interval >= 0):
+            raise ConfigError("settle_timeout and settle_interval must be >= 0 seconds")
         self.os_name = sys.platform
         if typing == "xdotool" and not (self._is_x11 and shutil.which("xdotool")):
             raise ConfigError("typing='xdotool' needs Linux/X11 with xdotool installed (apt-get install xdotool)")
@@ -145,6 +151,8 @@ class DesktopEnv(Environment):
         self.drag_duration = drag_duration
         self.paste_timeout = paste_timeout
         self.ctrl_as_cmd = self.os_name == "darwin" if ctrl_as_cmd is None else ctrl_as_cmd
+        self.settle_timeout = settle_timeout
+        self.settle_interval = settle_interval
 
     @property
     def _is_x11(self) -> bool:
@@ -276,6 +284,25 @@ class DesktopEnv(Environment):
             screenshot=image, mapping=mapping, platform="pc", title=title, app=app,
             extra={"monitor": dict(monitor), "monitor_index": self.monitor, "display": self.display},
         )
+
+    def execute(self, action: BaseAction, observation: Observation | None = None) -> ActionOutcome:
+        """Execute the action, then wait (at most `settle_timeout`) for a still screen."""
+        outcome = super().execute(action, observation)
+        if self.settle_timeout > 0 and action.type != "wait":
+            started = time.monotonic()
+            with self._mss() as sct:
+                monitor = self._chosen(list(sct.monitors))
+
+                def grab() -> Image.Image:
+                    shot = sct.grab(monitor)
+                    return Image.frombytes("RGB", shot.size, shot.rgb)
+
+                still = wait_until_still(grab, self.settle_timeout, self.settle_interval)
+            if not still:
+                note = f"the screen was still changing after {self.settle_timeout:g}s"
+                outcome.detail = f"{outcome.detail}; {note}" if outcome.detail else note
+            outcome.settle_s = time.monotonic() - started
+        return outcome
 
     def _focused_window(self) -> tuple[str | None, str | None]:
         """(title, program) of the focused window on X11 via xdotool; None where unknown.

@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..actions import BaseAction, Goto, Target
 from ..errors import ActionError, ActionRefusedError, ConfigError, EnvError, UnsupportedActionError
 from ..geometry import viewport_mapping
+from ..urls import normalize_allowed_domains, url_allowed
 from .base import ActionOutcome, Element, Environment, Observation
 
 try:
@@ -59,7 +60,13 @@ CHROMIUM_ARGS = (
     "--disable-component-update", "--no-first-run",
 )
 WHEEL_STEP_CSS_PX = 100  # one wheel step, as browsers scroll for a mouse notch
-QUIET_MS = 200  # how long the layout must stay unchanged to count as stable
+# How long the layout must stay unchanged to count as stable. Short, because what an
+# action sets in motion is also watched directly: requests, timers it started
+# (page_timers.js), CSS animations; the quiet window covers what those miss (promise
+# chains, frames).
+QUIET_MS = 60
+TIMER_WINDOW_MS = 1000  # timers created this long after an action count as its effects
+TIMER_MAX_DELAY_MS = 1000  # ... if they fire within this delay
 REQUEST_GRACE_S = 2.0  # requests older than this (long polls, streams) do not block stability
 MARK_COLORS = (
     "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#008080", "#9a6324",
@@ -78,6 +85,24 @@ WEB_ACTIONS = frozenset({
 def page_script(name: str) -> str:
     """The text of a JavaScript file from `glmv_agent/data/`."""
     return resources.files("glmv_agent.data").joinpath(name).read_text(encoding="utf-8")
+
+
+@cache
+def observe_script() -> str:
+    """One page function for an observation, so it costs a single round trip: installs
+    the drop-down helper in the top document, then returns the set-of-marks elements (or
+    null), the page state, the title and the viewport size."""
+    return (
+        "(options) => {\n"
+        f"const installSelects = ({page_script('select_dropdowns.js')});\n"
+        f"const marks = ({page_script('set_of_marks.js')});\n"
+        f"const pageState = ({page_script('page_state.js')});\n"
+        "if (options.selects) installSelects();\n"
+        "return {items: options.marks ? marks(options.marks) : null,\n"
+        "        state: pageState({x: null, y: null}), title: document.title,\n"
+        "        viewport: {width: window.innerWidth, height: window.innerHeight}};\n"
+        "}"
+    )
 
 
 @cache
@@ -125,48 +150,6 @@ def playwright_key_combo(keys: Iterable[str]) -> str:
     if not parts:
         raise ActionError(f"no key to press in {list(keys)!r}")
     return "+".join(parts)
-
-
-def normalize_allowed_domains(domains: Iterable[str] | None) -> tuple[str, ...] | None:
-    """Clean an allow-list: lower case, no scheme or path, "*.x.com" means x.com and below."""
-    if domains is None:
-        return None
-    if isinstance(domains, str):
-        domains = [domains]
-    cleaned: list[str] = []
-    for domain in domains:
-        if not isinstance(domain, str) or not domain.strip():
-            raise ConfigError(f"allowed_domains must be non-empty strings, got {domain!r}")
-        text = domain.strip().lower()
-        if "://" in text:
-            text = urlsplit(text).netloc
-        text = text.split("/")[0].removeprefix("*.").lstrip(".")
-        if not text:
-            raise ConfigError(f"allowed domain {domain!r} has no host name")
-        cleaned.append(text)
-    return tuple(cleaned)
-
-
-def url_allowed(url: str, allowed: tuple[str, ...] | None) -> bool:
-    """Whether a page may be at `url`: any http(s) host when there is no allow-list.
-
-    A domain entry allows itself and its subdomains on any port; an entry with a port
-    ("127.0.0.1:8000") allows exactly that host and port. Blank pages are always allowed.
-    """
-    if allowed is None or url in ("", "about:blank"):
-        return True
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https", "ws", "wss"):
-        return False
-    host = (parts.hostname or "").lower()
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    for entry in allowed:
-        if ":" in entry:
-            if netloc == entry:
-                return True
-        elif host == entry or host.endswith("." + entry):
-            return True
-    return False
 
 
 def normalize_url(url: str) -> str:
@@ -553,9 +536,11 @@ class _WebCore:
 
     # -- observe -----------------------------------------------------------------------
     def install_scripts(self, page: Any) -> Plan:
+        """The drop-down helper in every child frame (the top document gets it from the
+        observe script)."""
         if not self.rewrite_selects:
             return
-        for frame in page.frames:
+        for frame in page.frames[1:]:
             try:
                 yield frame.evaluate(page_script("select_dropdowns.js"))
             except PlaywrightError as exc:
@@ -566,22 +551,20 @@ class _WebCore:
     def capture(self) -> Plan:
         page = self.live_page()
         yield from self.install_scripts(page)
-        items = None
-        if self.set_of_marks:
-            items = yield page.evaluate(page_script("set_of_marks.js"), {"minArea": 20})
-        state = yield page.evaluate(page_script("page_state.js"), {"x": None, "y": None})
+        facts = yield page.evaluate(observe_script(), {
+            "selects": self.rewrite_selects,
+            "marks": {"minArea": 20} if self.set_of_marks else None,
+        })
+        items, state, title = facts["items"], facts["state"], facts["title"]
         png = yield page.screenshot(type="png")
-        title = yield page.title()
-        css = page.viewport_size or (
-            yield page.evaluate("() => ({width: window.innerWidth, height: window.innerHeight})")
-        )
+        css = page.viewport_size or facts["viewport"]
         image = Image.open(io.BytesIO(png))
         image.load()
         image = image.convert("RGB")
         scale_x = image.width / css["width"]
         scale_y = image.height / css["height"]
         observation = Observation(
-            screenshot=image,
+            screenshot=image, screenshot_png=png,
             mapping=viewport_mapping(image.width, image.height, device_pixel_ratio=scale_x),
             platform="web", url=page.url, title=title,
             extra={
@@ -617,13 +600,25 @@ class _WebCore:
         )
         outcome = ActionOutcome(action=action)
         try:
+            yield from self._arm_timers(page)
             notes = yield from getattr(self, f"_{name}")(page, action, resolve, outcome)
             notes = [notes] if isinstance(notes, str) else []
+            settle_started = time.monotonic()
             notes += yield from self._settle(marks)
+            outcome.settle_s = time.monotonic() - settle_started
         except PlaywrightError as exc:
             raise translate_error(exc, f"{name!r} action") from exc
         outcome.detail = "; ".join(n for n in notes if n)
         return outcome
+
+    def _arm_timers(self, page: Any) -> Plan:
+        """Let the stability check see the short timers the coming action starts."""
+        try:
+            yield page.evaluate(page_script("page_timers.js"), {
+                "maxDelayMs": TIMER_MAX_DELAY_MS, "windowMs": TIMER_WINDOW_MS})
+        except PlaywrightError as exc:
+            if not _is_navigation_race(exc):
+                raise  # a navigation in progress: the new document is measured afresh
 
     def _settle(self, marks: _Marks) -> Plan:
         notes: list[str] = []
