@@ -22,6 +22,7 @@ import torch
 
 from ..errors import CheckpointError, InputError
 from ..messages import Message, validate_messages
+from .caches import DEFAULT_PREFIX_CACHE_BYTES, DEFAULT_VISION_CACHE_BYTES, EngineCaches
 from .generation import GenerationConfig, GenerationResult, decode_one_token, generate, stream_generate
 from .loading import load_model, resolve_device
 from .quantize import summary as quantize_summary
@@ -62,8 +63,12 @@ class Glm4vEngine:
 
     def __init__(self, model: Any, processor: Any, defaults: GenerationConfig, *,
                  path: str | Path | None = None, step_fn: Any = decode_one_token,
-                 new_cache: Any = None) -> None:
+                 new_cache: Any = None, cache_bytes: int = DEFAULT_VISION_CACHE_BYTES,
+                 prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES) -> None:
         self.model = model
+        # Vision-encoder and prefix KV caches (glm4v/caches.py); the model's prefill uses them.
+        self.caches = EngineCaches(cache_bytes, prefix_cache_bytes)
+        model.caches = self.caches
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.defaults = defaults
@@ -80,6 +85,10 @@ class Glm4vEngine:
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    def clear_caches(self) -> None:
+        """Forget every cached image encoding and prompt prefix (e.g. to free memory)."""
+        self.caches.clear()
 
     # ---- options ----------------------------------------------------------------------
 
@@ -179,7 +188,8 @@ class Glm4vEngine:
 
 def load(path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
          *, progress: bool | None = None, compile: bool = False,
-         quantize: str | None = None) -> Glm4vEngine:
+         quantize: str | None = None, cache_bytes: int = DEFAULT_VISION_CACHE_BYTES,
+         prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES) -> Glm4vEngine:
     """Load a checkpoint directory into an engine.
 
     device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:N".
@@ -189,6 +199,8 @@ def load(path: str | Path, device: str | torch.device = "auto", dtype: str | tor
     at load; costs compile time once per process, see glm4v/compiled.py for when it pays.
     quantize: None, "int8" or "int4": weight-only quantization of the text decoder and
     lm_head while loading (glm4v/quantize.py); decode reads 2x / ~4x fewer bytes per token.
+    cache_bytes / prefix_cache_bytes: bounds of the vision-encoder cache and the prefix KV
+    cache (glm4v/caches.py; 0 turns one off; `engine.clear_caches()` empties both).
     """
     from .processor import load_processor  # lazy: keeps `import engine` light
 
@@ -212,8 +224,10 @@ def load(path: str | Path, device: str | torch.device = "auto", dtype: str | tor
         step = CompiledDecodeStep(model)
         step.warm_up()
         return Glm4vEngine(model, processor, defaults, path=directory, step_fn=step,
-                           new_cache=step.new_cache)
-    return Glm4vEngine(model, processor, defaults, path=directory)
+                           new_cache=step.new_cache, cache_bytes=cache_bytes,
+                           prefix_cache_bytes=prefix_cache_bytes)
+    return Glm4vEngine(model, processor, defaults, path=directory, cache_bytes=cache_bytes,
+                       prefix_cache_bytes=prefix_cache_bytes)
 
 
 # ---- module-level convenience: one cached engine per (path, device, dtype) -------------

@@ -312,6 +312,11 @@ class GenerationResult:
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
     stop_string: str | None = None
+    # Prompt tokens whose keys/values came from the prefix cache (not prefilled), and images
+    # not run through the vision tower (in that prefix or in the vision cache); caches.py.
+    cached_tokens: int = 0
+    cached_images: int = 0
+    vision_seconds: float = 0.0  # of prefill_seconds, in the vision tower (whole batch)
 
     @property
     def completion_tokens(self) -> int:
@@ -329,6 +334,10 @@ class _Timing:
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
     steps: int = 0
+    # Per row: what the prefill reused (see GenerationResult), and the vision tower's time.
+    cached_tokens: list[int] = field(default_factory=list)
+    cached_images: list[int] = field(default_factory=list)
+    vision_seconds: float = 0.0
 
 
 @dataclass
@@ -427,6 +436,11 @@ def decode_n_tokens(
     logits = prefill(model, input_ids, cache, **extra)
     _sync(device)
     stream.timing.prefill_seconds = time.perf_counter() - t0
+    reused = getattr(cache, "prefill_stats", None)
+    if reused is not None:
+        stream.timing.cached_tokens = list(reused.cached_tokens)
+        stream.timing.cached_images = list(reused.cached_images)
+        stream.timing.vision_seconds = reused.vision_seconds
     # Tokens already present, for the repetition penalty: the prompt counts (as in
     # transformers), left padding does not.
     seen: torch.Tensor | None = None
@@ -509,9 +523,12 @@ class _RowText:
             self.parts.append(text)
         return text
 
-    def result(self, prompt_tokens: int, timing: _Timing) -> GenerationResult:
+    def result(self, prompt_tokens: int, timing: _Timing, row: int = 0) -> GenerationResult:
         """This row's GenerationResult once it is finished (call after `finish()`)."""
         return GenerationResult(
+            cached_tokens=timing.cached_tokens[row] if row < len(timing.cached_tokens) else 0,
+            cached_images=timing.cached_images[row] if row < len(timing.cached_images) else 0,
+            vision_seconds=timing.vision_seconds,
             text="".join(self.parts),
             token_ids=self.token_ids,
             finish_reason=self.finish_reason or "length",
@@ -570,7 +587,7 @@ def generate(
         prompt_tokens = inputs["input_ids"].shape[1]
         if inputs.get("attention_mask") is not None:
             prompt_tokens = int(inputs["attention_mask"][row].sum())
-        results.append(state.result(prompt_tokens, stream.timing))
+        results.append(state.result(prompt_tokens, stream.timing, row))
     return results
 
 

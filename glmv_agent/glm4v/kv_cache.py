@@ -12,6 +12,8 @@ the eager code around a step, never inside it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..errors import InputError
@@ -37,6 +39,8 @@ class KVCache:
         # per token); equals `length` between steps.
         self.next_pos = torch.zeros(1, dtype=torch.long, device=device)
         self.length = 0  # filled slots (same for every row), host-side mirror of next_pos
+        # What the last prefill reused (caches.PrefillStats), set by the model's prefill.
+        self.prefill_stats: Any = None
 
     @property
     def device(self) -> torch.device:

@@ -10,12 +10,15 @@ decoder -> lm_head):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from ..errors import InputError
+from .caches import (EngineCaches, PrefillStats, PrefixCache, PrefixEntry, PrefixMatch, Span,
+                     image_key, placeholder_runs)
 from .config import Glm4vConfig
 from .kv_cache import KVCache
 from .rope import IMAGE, TEXT, VIDEO, get_rope_index, mrope_cos_sin, token_types
@@ -40,6 +43,9 @@ class Glm4vModel(nn.Module):
         self.lm_head = nn.Linear(config.text.hidden_size, config.text.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.language_model.embed_tokens.weight
+        # Vision-encoder and prefix KV caches used by `prefill` (glm4v/caches.py); the
+        # engine sets them, None = recompute everything (`forward` never uses them).
+        self.caches: EngineCaches | None = None
 
     # From the embedding: it always holds the compute dtype (lm_head may be quantized).
     @property
@@ -78,13 +84,18 @@ class Glm4vModel(nn.Module):
                 attention_mask: torch.Tensor | None = None,
                 return_all: bool = False) -> torch.Tensor:
         """Run the prompt, fill `cache` from slot 0, return logits of the last position
-        [B, vocab] (or of every position with return_all=True). Use left padding."""
+        [B, vocab] (or of every position with return_all=True). Use left padding.
+
+        With `self.caches` set, images already encoded come from the vision cache, and a
+        batch-1 prompt (return_all=False) reuses the longest stored prefix's keys/values
+        and runs only the rest; `cache.prefill_stats` says what was reused."""
         if input_ids.shape[0] != cache.batch_size:
             raise InputError(f"input_ids has batch {input_ids.shape[0]} but the cache was made "
                              f"for batch {cache.batch_size}")
         cache.reset()
         hidden, deltas = self._run(input_ids, pixel_values, image_grid_thw, pixel_values_videos,
-                                   video_grid_thw, attention_mask, cache=cache)
+                                   video_grid_thw, attention_mask, cache=cache,
+                                   reuse_prefix=not return_all)
         cache.rope_deltas.copy_(deltas)
         return self.lm_head(hidden if return_all else hidden[:, -1])
 
@@ -133,7 +144,7 @@ class Glm4vModel(nn.Module):
     def _run(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None,
              image_grid_thw: torch.Tensor | None, pixel_values_videos: torch.Tensor | None,
              video_grid_thw: torch.Tensor | None, attention_mask: torch.Tensor | None,
-             cache: KVCache | None) -> tuple[torch.Tensor, torch.Tensor]:
+             cache: KVCache | None, reuse_prefix: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         if input_ids.dim() != 2:
             raise InputError(f"input_ids must be [batch, length], got shape {list(input_ids.shape)}")
         input_ids = input_ids.to(self.device)
@@ -149,9 +160,6 @@ class Glm4vModel(nn.Module):
 
         types = self._token_types(input_ids, pixel_values is not None,
                                   pixel_values_videos is not None)
-        embeds = self.model.language_model.embed_tokens(input_ids)
-        embeds = self._insert(embeds, types, IMAGE, pixel_values, image_grid_thw, "pixel_values",
-                              "image_grid_thw")
         if video_grid_thw is not None:
             # Each video row (t, h, w) runs through the tower as t slices of (1, h, w).
             video_grid_thw = video_grid_thw.cpu().long()
@@ -159,22 +167,126 @@ class Glm4vModel(nn.Module):
             slices[:, 0] = 1
         else:
             slices = None
-        embeds = self._insert(embeds, types, VIDEO, pixel_values_videos, slices,
-                              "pixel_values_videos", "video_grid_thw")
+        batch, length = input_ids.shape
+        stats = PrefillStats([0] * batch, [0] * batch)
+        caches = self.caches if cache is not None else None  # only prefill reuses work
+        keys = {IMAGE: self._image_keys(caches, pixel_values, image_grid_thw),
+                VIDEO: self._image_keys(caches, pixel_values_videos, slices)}
+        spans = self._spans(types, valid, keys) if caches is not None else None
 
+        # The longest stored prefix (batch 1, no padding); slots [0, start) are reused.
+        match: PrefixMatch | None = None
+        prefix_cache = None
+        if (caches is not None and cache is not None and spans is not None and reuse_prefix
+                and batch == 1 and valid is None and caches.prefix.enabled):
+            prefix_cache, row_spans = caches.prefix, spans[0]
+            match = prefix_cache.lookup(input_ids[0].cpu(), row_spans, length - 1)
+            if match is not None and (match.entry.k.dtype != cache.dtype
+                                      or match.entry.k.device != cache.device):
+                match = None
+        start = match.length if match is not None else 0
+        skip = {IMAGE: 0, VIDEO: 0}  # whole images inside the reused prefix, per modality
+        if match is not None:
+            for _, _, kind in placeholder_runs(types[0, :start].tolist()):
+                skip[kind] += 1
+
+        embeds = self.model.language_model.embed_tokens(input_ids[:, start:])
+        hits: dict[int, list[bool]] = {}
+        embeds, hits[IMAGE] = self._insert(embeds, types[:, start:], IMAGE, pixel_values,
+                                           image_grid_thw, "pixel_values", "image_grid_thw",
+                                           keys[IMAGE], skip[IMAGE], stats)
+        embeds, hits[VIDEO] = self._insert(embeds, types[:, start:], VIDEO, pixel_values_videos,
+                                           slices, "pixel_values_videos", "video_grid_thw",
+                                           keys[VIDEO], skip[VIDEO], stats)
+        if spans is not None:
+            self._count_reuse(stats, types, valid, start, skip, hits)
+
+        # Positions of the whole prompt, as a cold run computes them; the reused part's
+        # keys were stored with exactly these (they depend on the prefix only).
         positions, deltas = get_rope_index(input_ids, self.config, image_grid_thw, video_grid_thw,
                                            valid, types)
-        cos, sin = mrope_cos_sin(positions, self.model.language_model.inv_freq,
+        cos, sin = mrope_cos_sin(positions[:, :, start:], self.model.language_model.inv_freq,
                                  self.config.text.mrope_section, embeds.dtype)
         mask = None if valid is None else _padded_causal_mask(valid)
         slots = None
+        attend_cache = False
         if cache is not None:
             slots = cache.begin_prompt(valid if valid is not None
-                                       else torch.ones_like(input_ids, dtype=torch.bool))
-        hidden = self.model.language_model(embeds, cos, sin, mask, cache, slots)
+                                       else torch.ones_like(input_ids, dtype=torch.bool))[start:]
+            cache.prefill_stats = stats
+        if match is not None:
+            assert cache is not None
+            cache.k[:, 0, :, :start].copy_(match.entry.k[:, :, :start])
+            cache.v[:, 0, :, :start].copy_(match.entry.v[:, :, :start])
+            # The new tokens see the reused slots and each other causally (unused slots hidden).
+            key_slots = torch.arange(cache.max_length, device=self.device)
+            query_slots = torch.arange(start, length, device=self.device)
+            mask = (key_slots[None, :] <= query_slots[:, None])[None, None]
+            attend_cache = True
+        hidden = self.model.language_model(embeds, cos, sin, mask, cache, slots, attend_cache)
         if cache is not None:
             cache.commit(input_ids.shape[1])
+        if prefix_cache is not None:
+            assert cache is not None
+            self._store_prefix(prefix_cache, input_ids[0].cpu(), row_spans, cache, match)
         return hidden, deltas
+
+    # ---- reuse (glm4v/caches.py) --------------------------------------------------------
+
+    def _image_keys(self, caches: EngineCaches | None, pixels: torch.Tensor | None,
+                    grid: torch.Tensor | None) -> list[bytes] | None:
+        """Content key of every grid row's pixels (None without caches or pixels)."""
+        if caches is None or pixels is None or grid is None:
+            return None
+        grid = grid.cpu().long()
+        sizes = grid.prod(-1).tolist()
+        if pixels.dim() != 2 or pixels.shape[0] != sum(sizes):
+            return None  # _insert reports the mismatch
+        return [image_key(rows, row) for rows, row in zip(pixels.split(sizes), grid.tolist())]
+
+    def _spans(self, types: torch.Tensor, valid: torch.Tensor | None,
+               keys: dict[int, list[bytes] | None]) -> list[list[Span]] | None:
+        """Per row, each placeholder run with the key of the image filling it (images are
+        consumed in order across rows, as get_rope_index does); None on a count mismatch
+        (the prompt is then rejected by _insert / get_rope_index)."""
+        cursor = {IMAGE: 0, VIDEO: 0}
+        rows: list[list[Span]] = []
+        for b in range(types.shape[0]):
+            row_types = types[b] if valid is None else types[b].masked_fill(~valid[b], TEXT)
+            spans = []
+            for start, end, kind in placeholder_runs(row_types.tolist()):
+                kind_keys = keys[kind]
+                if kind_keys is None or cursor[kind] >= len(kind_keys):
+                    return None
+                spans.append(Span(start, end, kind_keys[cursor[kind]]))
+                cursor[kind] += 1
+            rows.append(spans)
+        return rows
+
+    def _count_reuse(self, stats: PrefillStats, types: torch.Tensor, valid: torch.Tensor | None,
+                     start: int, skip: dict[int, int], hits: dict[int, list[bool]]) -> None:
+        """Per row: reused prompt tokens, and images not encoded (in the reused prefix or
+        found in the vision cache)."""
+        stats.cached_tokens[0] += start
+        index = {IMAGE: 0, VIDEO: 0}  # image number across the batch, per modality
+        for b in range(types.shape[0]):
+            row_types = types[b] if valid is None else types[b].masked_fill(~valid[b], TEXT)
+            for _, _, kind in placeholder_runs(row_types.tolist()):
+                i = index[kind]
+                index[kind] += 1
+                if i < skip[kind] or hits[kind][i - skip[kind]]:
+                    stats.cached_images[b] += 1
+
+    def _store_prefix(self, prefix_cache: PrefixCache, ids: torch.Tensor, spans: list[Span],
+                      cache: KVCache, match: PrefixMatch | None) -> None:
+        """Keep this prompt's keys/values for later prompts sharing its prefix."""
+        if match is not None and match.entry.length == ids.shape[0] \
+                and torch.equal(match.entry.ids, ids) and tuple(match.entry.spans) == tuple(spans):
+            return  # the same prompt again: already stored
+        length = ids.shape[0]
+        entry = PrefixEntry(ids=ids.clone(), spans=tuple(spans),
+                            k=cache.k[:, 0, :, :length].clone(), v=cache.v[:, 0, :, :length].clone())
+        prefix_cache.store(entry, replaces=match)
 
     def _check_ids(self, ids: torch.Tensor) -> None:
         vocab = self.config.text.vocab_size
@@ -195,8 +307,11 @@ class Glm4vModel(nn.Module):
 
     def _insert(self, embeds: torch.Tensor, types: torch.Tensor, kind: int,
                 pixels: torch.Tensor | None, grid: torch.Tensor | None, pixels_name: str,
-                grid_name: str) -> torch.Tensor:
-        """Replace placeholder embeddings of one modality by vision features, in order."""
+                grid_name: str, keys: list[bytes] | None = None, skip: int = 0,
+                stats: PrefillStats | None = None) -> tuple[torch.Tensor, list[bool]]:
+        """Replace placeholder embeddings of one modality by vision features, in order.
+        The first `skip` images are not in `types` (a reused prefix holds them). Returns the
+        embeddings and, per remaining image, whether it came from the vision cache."""
         where = types == kind
         count = int(where.sum())
         label = "image" if kind == IMAGE else "video"
@@ -204,7 +319,7 @@ class Glm4vModel(nn.Module):
             if count:
                 raise InputError(f"input_ids contain {count} {label} placeholder tokens but "
                                  f"{pixels_name} was not given")
-            return embeds
+            return embeds, []
         if grid is None:
             raise InputError(f"{pixels_name} was given without {grid_name}")
         grid = grid.cpu().long()
@@ -214,14 +329,48 @@ class Glm4vModel(nn.Module):
                 or pixels.shape[1] != self.config.vision.patch_dim:
             raise InputError(f"{pixels_name} has shape {list(pixels.shape)} but {grid_name} "
                              f"implies [{expected_rows}, {self.config.vision.patch_dim}]")
-        features = self.model.visual(pixels.to(self.device, self.model.visual.dtype), grid)
+        if skip:
+            pixels = pixels[int(grid[:skip].prod(-1).sum()):]
+            grid, keys = grid[skip:], (keys[skip:] if keys is not None else None)
+            if not grid.shape[0]:
+                return embeds, []
+        features, hits = self._encode(pixels, grid, keys, stats)
         if features.shape[0] != count:
             raise InputError(f"{count} {label} placeholder tokens in input_ids but {grid_name} "
                              f"gives {features.shape[0]} features ({expected_rows} patches / "
                              f"{merge * merge}); the prompt and the pixels do not belong together")
         embeds = embeds.clone()
         embeds[where] = features.to(embeds.dtype)
-        return embeds
+        return embeds, hits
+
+    def _encode(self, pixels: torch.Tensor, grid: torch.Tensor, keys: list[bytes] | None,
+                stats: PrefillStats | None) -> tuple[torch.Tensor, list[bool]]:
+        """Vision features of every grid row; rows whose key is in the vision cache are
+        taken from it, the others run through the tower together (and are stored)."""
+        visual = self.model.visual
+        cached = self.caches.vision if self.caches is not None else None
+        parts: list[torch.Tensor | None] = [None] * len(grid)
+        if cached is not None and keys is not None:
+            parts = [cached.get(key) for key in keys]
+        hits = [part is not None for part in parts]
+        missing = [i for i, hit in enumerate(hits) if not hit]
+        if missing:
+            sizes = grid.prod(-1).tolist()
+            todo = pixels if len(missing) == len(parts) else torch.cat(
+                [rows for i, rows in enumerate(pixels.split(sizes)) if not hits[i]])
+            t0 = time.perf_counter()
+            out = visual(todo.to(self.device, visual.dtype), grid[missing])
+            if stats is not None:
+                if out.device.type == "cuda":
+                    torch.cuda.synchronize(out.device)
+                stats.vision_seconds += time.perf_counter() - t0
+            if cached is None or keys is None:
+                return out, hits
+            merge2 = self.config.vision.spatial_merge_size ** 2
+            for i, features in zip(missing, out.split([sizes[i] // merge2 for i in missing])):
+                parts[i] = features
+                cached.put(keys[i], features)
+        return torch.cat(parts), hits  # type: ignore[arg-type]  # every part is filled now
 
 
 def _padded_causal_mask(valid: torch.Tensor) -> torch.Tensor:
