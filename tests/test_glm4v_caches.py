@@ -260,3 +260,25 @@ def test_compiled_decode_after_a_prefix_cached_prefill(tiny_checkpoint: Path,
         hot = compiled.generate(messages, **GREEDY)
         assert hot.token_ids == cold.generate(messages, **GREEDY).token_ids
         assert (hot.cached_tokens > 0) == (kind != "act")
+
+
+def test_server_reports_cached_tokens(engines: dict[str, Glm4vEngine]) -> None:
+    import httpx
+    from test_server import running_server
+
+    from glmv_agent.server import ServerConfig
+
+    warm = engines["float32"]
+    warm.clear_caches()
+    question = [{"role": "user", "content": "How many items are in the cart? Answer briefly."}]
+    config = ServerConfig(model_name="tiny", max_queue=4, max_batch=1, default_max_tokens=4)
+    with running_server(warm, config) as served:
+        body = {"model": "tiny", "messages": question, "max_tokens": 4, "temperature": 0}
+        first = httpx.post(served.v1 + "/chat/completions", json=body, timeout=120).json()
+        again = httpx.post(served.v1 + "/chat/completions", json=body, timeout=120).json()
+        streamed = httpx.post(served.v1 + "/chat/completions", timeout=120, json={
+            **body, "stream": True, "stream_options": {"include_usage": True}}).text
+    assert first["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}
+    prompt = again["usage"]["prompt_tokens"]
+    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == prompt - 1
+    assert f'"prompt_tokens_details":{{"cached_tokens":{prompt - 1}}}' in streamed.replace(" ", "")

@@ -302,10 +302,12 @@ def finish_reason(result: Any) -> str:
     return "length" if result.finish_reason == "length" else "stop"
 
 
-def usage(result: Any) -> dict[str, int]:
-    """OpenAI `usage` of one GenerationResult."""
+def usage(result: Any) -> dict[str, Any]:
+    """OpenAI `usage` of one GenerationResult; `cached_tokens` are the prompt tokens served
+    from the engine's prefix cache (as OpenAI and vLLM report them)."""
     return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-            "total_tokens": result.prompt_tokens + result.completion_tokens}
+            "total_tokens": result.prompt_tokens + result.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": int(getattr(result, "cached_tokens", 0))}}
 
 
 def completion_body(job: ChatJob, model: str, text: str, result: Any) -> dict[str, Any]:
