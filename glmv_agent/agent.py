@@ -499,6 +499,7 @@ class Agent:
             t = time.monotonic()
             text = self._call_model(sent, deadline, record.timings)
             record.timings["model"] += time.monotonic() - t
+            self._record_prefill(record.timings)
             t = time.monotonic()
             try:
                 step = self.dialect.parse(text)
@@ -517,6 +518,14 @@ class Agent:
             record.error = None
             return step
         return None
+
+    def _record_prefill(self, timings: dict[str, float]) -> None:
+        """The in-process engine's prefill seconds and prompt tokens served from its prefix
+        cache (`model_prefill`, `model_cached_tokens`), of the last call."""
+        result = getattr(self.backend, "last_result", None)
+        if result is not None and hasattr(result, "prefill_seconds"):
+            timings["model_prefill"] = float(result.prefill_seconds)
+            timings["model_cached_tokens"] = int(getattr(result, "cached_tokens", 0))
 
     def _call_model(self, messages: list[Message], deadline: float | None,
                     timings: dict[str, float]) -> str:

@@ -192,6 +192,11 @@ def _phase_spans(timings: dict[str, float]) -> list[tuple[str, str, str, float]]
     return spans
 
 
+def _timing_value(key: str, value: float) -> str:
+    """Seconds, except the counts among the timings (`model_cached_tokens`)."""
+    return f"{int(value)} tokens" if key.endswith("_tokens") else f"{value:.3f} s"
+
+
 def _element_info(record: StepRecord, action: dict[str, Any]) -> str:
     """What the model said it points at: its element_info, or the labelled web element."""
     parts = []
@@ -244,7 +249,7 @@ def _render_step(record: StepRecord, trace_dir: Path) -> str:
         prompt = "\n\n".join(f"[{m.get('role')}] {m.get('text', '')}" for m in record.prompt)
         parts.append(f"<details><summary>Prompt</summary><pre>{_e(prompt)}</pre></details>")
     if record.timings:
-        rows = "".join(f"<tr><td>{_e(k)}</td><td>{v:.3f} s</td></tr>"
+        rows = "".join(f"<tr><td>{_e(k)}</td><td>{_timing_value(k, v)}</td></tr>"
                        for k, v in record.timings.items())
         parts.append(f"<details><summary>Timings</summary><table class=\"timings\">{rows}</table></details>")
     return (

@@ -31,7 +31,9 @@ A trace directory holds:
     - `timings`: seconds per phase: `observe`, `prompt` (building and masking the
       messages), `model` (all calls of the step), `model_ttft` / `model_thinking_end`
       (time to the first text / to `</think>` of the last call, when the backend
-      streams), `parse`, `policy` (loop, policy and sensitivity checks), `execute` (the
+      streams), `model_prefill` / `model_cached_tokens` (the in-process engine's prompt
+      time, and how many prompt tokens its prefix cache served: a count, not seconds; of
+      the last call), `parse`, `policy` (loop, policy and sensitivity checks), `execute` (the
       action itself), `settle` (waiting for the screen to be ready afterwards, and any
       fixed `settle_time`), `record` (handing screenshots to the trace writer), `total`
     - `error`: error message if the step failed

@@ -282,3 +282,29 @@ def test_server_reports_cached_tokens(engines: dict[str, Glm4vEngine]) -> None:
     prompt = again["usage"]["prompt_tokens"]
     assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == prompt - 1
     assert f'"prompt_tokens_details":{{"cached_tokens":{prompt - 1}}}' in streamed.replace(" ", "")
+
+
+def test_step_timings_and_report_show_prefill_and_cached_tokens(
+        tmp_path: Path, engines: dict[str, Glm4vEngine]) -> None:
+    """The tiny model answers gibberish, so the agent re-asks: the re-ask prompt starts with
+    the first one, and the step records the prefill time and the tokens its cache served."""
+    from scripted_env import FormEnv, JsonDialect
+
+    from glmv_agent.agent import Agent
+    from glmv_agent.backends.local import LocalBackend
+    from glmv_agent.report import render_report
+    from glmv_agent.trace import TraceReader
+
+    warm = engines["float32"]
+    warm.clear_caches()
+    backend = LocalBackend(warm, max_new_tokens=4, temperature=0.0)
+    for on_text in (None, lambda delta: None):  # complete(), then stream()
+        trace = tmp_path / ("streamed" if on_text else "plain")
+        agent = Agent(backend, FormEnv(), dialect=JsonDialect("pc"), max_parse_retries=1,
+                      trace_dir=trace, on_text=on_text)
+        agent.run("press plus")
+        timings = TraceReader(trace).records()[0].timings
+        assert 0 < timings["model_prefill"] <= timings["model"]
+        assert timings["model_cached_tokens"] == backend.last_result.cached_tokens > 0
+        page = render_report(trace).read_text("utf-8")
+        assert f"<td>model_cached_tokens</td><td>{int(timings['model_cached_tokens'])} tokens</td>" in page

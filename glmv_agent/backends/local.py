@@ -61,6 +61,9 @@ class LocalBackend(Backend):
             self.engine = load(path, device=device, dtype=dtype, quantize=quantize,
                                compile=compile)
         self.defaults = defaults
+        # The last call's GenerationResult (prefill time, cached tokens; the agent's step
+        # timings read it), None before the first call or while a stream runs.
+        self.last_result: Any = None
         self._options({})  # validate the defaults now, not at the first step
 
     def _options(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -92,10 +95,19 @@ class LocalBackend(Backend):
         return self.engine
 
     def complete(self, messages: list[Message], **params: Any) -> str:
-        return self._engine().chat(messages, **self._options(params))
+        self.last_result = None
+        self.last_result = self._engine().generate(messages, **self._options(params))
+        return self.last_result.text
 
     def stream(self, messages: list[Message], **params: Any) -> Iterator[str]:
-        return self._engine().stream(messages, **self._options(params))
+        self.last_result = None
+        holder: list[Any] = []
+        deltas = self._engine().stream(messages, result_holder=holder, **self._options(params))
+        return self._recorded(deltas, holder)
+
+    def _recorded(self, deltas: Iterator[str], holder: list[Any]) -> Iterator[str]:
+        yield from deltas
+        self.last_result = holder[0] if holder else None
 
     def close(self) -> None:
         self.engine = None
