@@ -215,7 +215,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
     (no copy, no load-time RSS); False copies every tensor into private memory instead.
     quantize: None, "int8" or "int4": weight-only quantization of the text decoder's linear
     layers and lm_head, done while streaming the checkpoint (see quantize.py); `dtype`
-    stays the compute dtype of activations and of every other weight.
+    stays the compute dtype of activations and of every other weight. A checkpoint written
+    by `glmv-agent quantize` loads in its saved mode (quantize None or that same mode).
     """
     require_torch()
     directory = Path(path)
@@ -236,7 +237,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
         model = Glm4vModel(config)
     # Linear layers are replaced before any weight is read, so an unsupported shape fails fast.
     if saved:  # the quantized buffers are tensors of the checkpoint, loaded like parameters
-        quantized = _replace_linears(model, mode, target_device, target_dtype, on_meta=True)
+        quantized = _replace_linears(model, saved, target_device, target_dtype, on_meta=True)
         check_tensors(model, tensors, directory, quantized)
         to_stream: dict[str, QuantizedLinear] = {}
     else:
@@ -386,7 +387,7 @@ def _read_rows(entry: TensorEntry, start: int, count: int) -> torch.Tensor:
     try:
         with open(entry.file, "rb") as handle:
             handle.seek(entry.offset + start * row_bytes)
-            read = handle.readinto(buffer.numpy())
+            read = handle.readinto(buffer.numpy().data)
     except OSError as exc:
         raise CheckpointError(f"{entry.file}: cannot read ({exc})") from exc
     if read != buffer.numel():

@@ -96,6 +96,10 @@ def check_supported(mode: str, name: str, in_features: int, out_features: int,
 class Int8Linear(nn.Module):
     """y = x @ (q * scale).T + bias, q int8 [out, in], one scale per output row."""
 
+    qweight: torch.Tensor
+    scales: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(self, in_features: int, out_features: int, has_bias: bool,
                  device: torch.device, dtype: torch.dtype) -> None:
         super().__init__()
@@ -103,7 +107,6 @@ class Int8Linear(nn.Module):
         self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8,
                                                     device=device))
         self.register_buffer("scales", torch.ones(out_features, dtype=dtype, device=device))
-        self.bias: torch.Tensor | None
         self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, device=device)
                              if has_bias else None)
 
@@ -148,6 +151,10 @@ class Int4Linear(nn.Module):
     plain nibbles). `scales_and_zeros` is [in/group, out, 2] in the compute dtype.
     """
 
+    qweight: torch.Tensor
+    scales_and_zeros: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(self, in_features: int, out_features: int, has_bias: bool,
                  device: torch.device, dtype: torch.dtype) -> None:
         super().__init__()
@@ -157,7 +164,6 @@ class Int4Linear(nn.Module):
                                                     dtype=torch.uint8, device=device))
         self.register_buffer("scales_and_zeros", torch.zeros(self.groups, out_features, 2,
                                                              dtype=dtype, device=device))
-        self.bias: torch.Tensor | None
         self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, device=device)
                              if has_bias else None)
         self.packed = False
