@@ -170,6 +170,8 @@ class Glm4vModel(nn.Module):
         batch, length = input_ids.shape
         stats = PrefillStats([0] * batch, [0] * batch)
         caches = self.caches if cache is not None else None  # only prefill reuses work
+        if caches is not None and not (caches.vision.enabled or caches.prefix.enabled):
+            caches = None  # both off: no hashing either
         keys = {IMAGE: self._image_keys(caches, pixel_values, image_grid_thw),
                 VIDEO: self._image_keys(caches, pixel_values_videos, slices)}
         spans = self._spans(types, valid, keys) if caches is not None else None
