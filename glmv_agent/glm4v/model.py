@@ -136,7 +136,7 @@ class Glm4vModel(nn.Module):
                                  self.model.language_model.inv_freq,
                                  self.config.text.mrope_section, embeds.dtype)
         hidden = self.model.language_model(embeds, cos, sin, cache.key_mask(), cache, slot,
-                                           attend_cache=True)
+                                           attend_cache=True, decoding=True)
         return self.lm_head(hidden[:, -1])
 
     # ---- pipeline ---------------------------------------------------------------------
