@@ -177,18 +177,36 @@ def test_clear_caches_forgets_everything(engines: dict[str, Glm4vEngine]) -> Non
     assert (result.cached_tokens, result.cached_images) == (0, 0)
 
 
-def test_batches_prefill_cold_and_share_the_vision_cache(engines: dict[str, Glm4vEngine]) -> None:
+def test_batch_rows_reuse_their_own_prefixes(engines: dict[str, Glm4vEngine]) -> None:
     warm, cold = engines["float32"], engines["float32-cold"]
     warm.clear_caches()
     (_, act), (_, query), (_, check) = page_sequence()
     warm.generate(act, **GREEDY)  # caches the page screenshot and the act prompt
-    batch = [query, check, [message("user", image(screen(6)), text("Describe it."))]]
+    other = [message("user", image(screen(6)), text("Describe it."))]
+    batch = [query, [message("user", text("No image here."))], check, other]
     hot, fresh = warm.generate_batch(batch, **GREEDY), cold.generate_batch(batch, **GREEDY)
     assert [r.token_ids for r in hot] == [r.token_ids for r in fresh]
-    assert [r.cached_tokens for r in hot] == [0, 0, 0]  # padded rows are prefilled whole
-    assert [r.cached_images for r in hot] == [1, 1, 0]
-    single = warm.generate(query, **GREEDY)
-    assert single.cached_tokens > 0 and single.token_ids == hot[0].token_ids
+    assert [r.prompt_tokens for r in hot] == [r.prompt_tokens for r in fresh]
+    page_image_end = int((warm.prepare(act)["input_ids"][0]
+                          == warm.model.config.image_token_id).nonzero()[-1]) + 1
+    assert hot[0].cached_tokens > page_image_end and hot[2].cached_tokens > page_image_end
+    assert hot[3].cached_tokens < 10  # only the chat template's opening is shared
+    assert [r.cached_images for r in hot] == [1, 0, 1, 0]
+    # Each row was stored: alone, the same prompts now reuse all but their last token.
+    for messages, row in zip(batch, hot):
+        single = warm.generate(messages, **GREEDY)
+        assert single.token_ids == row.token_ids
+        assert single.cached_tokens == single.prompt_tokens - 1
+    # The prefix cache off: the batch is prefilled padded, the vision cache still serves it.
+    vision_only = Glm4vEngine(warm.model, warm.processor, warm.defaults, prefix_cache_bytes=0)
+    try:
+        vision_only.generate(act, **GREEDY)
+        padded = vision_only.generate_batch(batch, **GREEDY)
+    finally:
+        warm.model.caches = warm.caches  # the model is shared: give it back its engine's caches
+    assert [r.token_ids for r in padded] == [r.token_ids for r in fresh]
+    assert [r.cached_tokens for r in padded] == [0, 0, 0, 0]
+    assert [r.cached_images for r in padded] == [1, 0, 1, 0]
 
 
 def test_concurrent_threads_get_their_own_answers(engines: dict[str, Glm4vEngine]) -> None:

@@ -17,9 +17,10 @@ prefix_cache_bytes=...)`, 0 turns one off, `engine.clear_caches()` empties them)
   the same positions when it was stored.
 
 What is and is not reused:
-- Only batch-1 prompts without padding use and fill the prefix cache; rows of a padded batch
-  (the server's batches) are prefilled cold (`cached_tokens` 0) -- correct, never mixed.
-  The vision cache serves every row of a batch.
+- Batches (the server's): with the prefix cache on, each row is prefilled alone, as a
+  batch-1 prompt that reuses and fills the cache, into its slots of the left-padded batch
+  cache; decoding then runs the whole batch together. (Without it, or with videos, a
+  batch is prefilled padded, as before; the vision cache still serves every row.)
 - The reuse stops before the last prompt token (its logits are needed) and never inside an
   image: a reused prefix holds whole images only.
 - Entries belong to one model (each engine has its own caches), hold exact copies of the

@@ -93,6 +93,10 @@ class Glm4vModel(nn.Module):
             raise InputError(f"input_ids has batch {input_ids.shape[0]} but the cache was made "
                              f"for batch {cache.batch_size}")
         cache.reset()
+        if (not return_all and input_ids.shape[0] > 1 and pixel_values_videos is None
+                and self.caches is not None and self.caches.prefix.enabled):
+            return self._prefill_rows(input_ids, cache, pixel_values, image_grid_thw,
+                                      attention_mask)
         hidden, deltas = self._run(input_ids, pixel_values, image_grid_thw, pixel_values_videos,
                                    video_grid_thw, attention_mask, cache=cache,
                                    reuse_prefix=not return_all)
@@ -234,6 +238,49 @@ class Glm4vModel(nn.Module):
         return hidden, deltas
 
     # ---- reuse (glm4v/caches.py) --------------------------------------------------------
+
+    def _prefill_rows(self, input_ids: torch.Tensor, cache: KVCache,
+                      pixel_values: torch.Tensor | None, image_grid_thw: torch.Tensor | None,
+                      attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """A batch with the prefix cache on: each row is prefilled alone (batch 1, reusing
+        its own longest stored prefix), and its keys/values go to its slots of the
+        left-padded batch cache. Decoding then runs the batch together as usual."""
+        batch, length = input_ids.shape
+        input_ids = input_ids.to(self.device)
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise InputError(f"attention_mask shape {list(attention_mask.shape)} does not match "
+                             f"input_ids {list(input_ids.shape)}")
+        valid = (attention_mask.to(self.device).bool() if attention_mask is not None
+                 else torch.ones_like(input_ids, dtype=torch.bool))
+        types = self._token_types(input_ids, pixel_values is not None, False)
+        stats = PrefillStats([0] * batch, [0] * batch)
+        logits = []
+        image, pixel = 0, 0  # the next row's first image and pixel row (images go in order)
+        for b in range(batch):
+            ids = input_ids[b:b + 1, valid[b]]
+            count = sum(kind == IMAGE for _, _, kind in placeholder_runs(types[b, valid[b]].tolist()))
+            grid = pixels = None
+            if count and image_grid_thw is not None and pixel_values is not None:
+                grid = image_grid_thw[image:image + count]
+                rows = int(grid.cpu().long().prod(-1).sum())
+                pixels = pixel_values[pixel:pixel + rows]
+                image, pixel = image + count, pixel + rows
+            row_cache = self.new_cache(1, ids.shape[1], device=cache.device, dtype=cache.dtype)
+            logits.append(self.prefill(ids, row_cache, pixels, grid))
+            slots = valid[b].nonzero().squeeze(-1)
+            cache.k[:, b].index_copy_(2, slots, row_cache.k[:, 0])
+            cache.v[:, b].index_copy_(2, slots, row_cache.v[:, 0])
+            cache.rope_deltas[b] = row_cache.rope_deltas[0]
+            row = row_cache.prefill_stats
+            stats.cached_tokens[b], stats.cached_images[b] = row.cached_tokens[0], row.cached_images[0]
+            stats.vision_seconds += row.vision_seconds
+        if image_grid_thw is not None and image != image_grid_thw.shape[0]:
+            raise InputError(f"image_grid_thw has {image_grid_thw.shape[0]} images but the "
+                             f"prompts hold {image} runs of image placeholders")
+        cache.begin_prompt(valid)
+        cache.commit(length)
+        cache.prefill_stats = stats
+        return torch.cat(logits)
 
     def _image_keys(self, caches: EngineCaches | None, pixels: torch.Tensor | None,
                     grid: torch.Tensor | None) -> list[bytes] | None:
