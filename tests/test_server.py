@@ -81,6 +81,7 @@ def blocker(served: Served) -> Iterator[None]:
     exits; then its client disconnects, which must stop it."""
     stop = threading.Event()
     before = len(served.scheduler.batch_sizes)
+    abandoned = served.scheduler.abandoned
 
     def run() -> None:
         body = {"messages": [{"role": "user", "content": "block"}], "max_tokens": 20000,
@@ -99,6 +100,8 @@ def blocker(served: Served) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(60)
+    # The streamed client went away: its 20000-token generation was stopped, not finished.
+    wait_until(lambda: served.scheduler.abandoned == abandoned + 1, "the blocker's generation went on")
 
 
 def post_in_threads(url: str, bodies: list[dict[str, Any]]) -> tuple[list[threading.Thread], list[Any]]:
