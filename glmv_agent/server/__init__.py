@@ -5,7 +5,8 @@
 Midscene.js or our own `OpenAIBackend` can use a local GLM-4.1V. It follows vLLM's
 extensions that GUI agents rely on: `skip_special_tokens` (default true; agents pass false
 to keep `<|begin_of_box|>`), `chat_template_kwargs.enable_thinking` (or GLM's
-`thinking: {"type": "enabled"|"disabled"}`), `top_k`, `repetition_penalty`.
+`thinking: {"type": "enabled"|"disabled"}`), `top_k`, `repetition_penalty`, `frequency_penalty`,
+`presence_penalty`.
 
     config.py     the operator's limits and policies (checked before any weights load)
     protocol.py   the wire format: request validation, rejected fields, answers

@@ -106,6 +106,9 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
     top_k: int | None = Field(default=None, ge=-1, le=1_000_000)
     repetition_penalty: float | None = Field(default=None, ge=0.01, le=100, allow_inf_nan=False)
+    # OpenAI's additive penalties (AutoGLM-Phone's official settings send frequency 0.2).
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2, allow_inf_nan=False)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2, allow_inf_nan=False)
     seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)
     stop: str | list[str] | None = None
     skip_special_tokens: bool = True
@@ -119,7 +122,7 @@ class ChatCompletionRequest(BaseModel):
 _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "tools": (None, []), "tool_choice": (None, "none", "auto"), "functions": (None, []),
     "function_call": (None, "none", "auto"), "logprobs": (None, False), "top_logprobs": (None, 0),
-    "n": (None, 1), "best_of": (None, 1), "presence_penalty": (None, 0), "frequency_penalty": (None, 0),
+    "n": (None, 1), "best_of": (None, 1),
     "logit_bias": (None, {}), "prediction": (None,), "audio": (None,), "modalities": (None, ["text"]),
     "min_tokens": (None, 0), "ignore_eos": (None, False), "echo": (None, False),
     "include_stop_str_in_output": (None, False), "reasoning_effort": (None,),
@@ -272,6 +275,9 @@ def _generation_options(request: ChatCompletionRequest, max_tokens: int) -> dict
         options["top_k"] = max(request.top_k, 0)  # vLLM's -1 means "off", as our 0
     if request.repetition_penalty is not None:
         options["repetition_penalty"] = request.repetition_penalty
+    for name in ("frequency_penalty", "presence_penalty"):
+        if getattr(request, name) is not None:
+            options[name] = getattr(request, name)
     if request.seed is not None:
         options["seed"] = request.seed
     if request.stop is not None:
