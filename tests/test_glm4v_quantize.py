@@ -87,7 +87,8 @@ def test_cpu_int4_layout_inverts_torchs_packer_and_packs_per_row_block() -> None
 
 @pytest.mark.parametrize("mode", Q.QUANTIZE_MODES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_kernel_and_dequantized_paths_compute_the_rounded_weight(mode: str, dtype: torch.dtype) -> None:
+def test_kernel_and_dequantized_paths_compute_the_rounded_weight(mode: str, dtype: torch.dtype,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     linear = nn.Linear(256, 192, bias=True).to(dtype)
     module = Q.quantize_linear(mode, linear)
@@ -108,6 +109,8 @@ def test_kernel_and_dequantized_paths_compute_the_rounded_weight(mode: str, dtyp
     assert (many.float() - expected).abs().max() <= tol
     assert (few.float() - expected[:4]).abs().max() <= tol
     assert many.dtype == dtype and few.shape == (4, 192)
+    monkeypatch.setattr(Q, "DEQUANT_CHUNK_BYTES", 1)  # prefill in 64-row pieces: 3 here
+    assert (module(x).float() - expected).abs().max() <= tol
 
 
 def test_unsupported_shapes_modes_and_devices_are_config_errors() -> None:

@@ -19,8 +19,8 @@ Kernels (torch's own; torchao is not needed):
 These kernels are matrix-vector kernels: measured on a 2-core AMD EPYC (AVX-512 bf16), they
 beat the bf16 matmul 2.6-3x (int8) and 3.3-4.7x (int4) at one row, but are 2-3x *slower* at
 prompt length (1216 rows, where the bf16 matmul is compute bound). So on CPU, inputs with
-more than SMALL_BATCH_ROWS rows (prefill) dequantize the layer's weight into a temporary
-bf16 matrix and use the ordinary matmul: ~10% (int8) / ~30% (int4) dearer than bf16,
+more than SMALL_BATCH_ROWS rows (prefill) dequantize the layer's weight, 32 MB of rows at a
+time, into temporary bf16 blocks and use the ordinary matmul: ~10% (int8) / ~30% (int4) dearer than bf16,
 instead of 2-3x. (The packed kernels' cost grows about linearly with rows; at ~32 rows it
 meets the dequantize-once cost.)
 
@@ -33,6 +33,8 @@ full-precision copy of a large matrix (see loading.py).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +50,8 @@ METADATA_MODE, METADATA_GROUP_SIZE = "glmv_agent.quantize", "glmv_agent.quantize
 INT4_CPU_ROW_BLOCK = 64
 # At most this many input rows go through the packed kernels; more (prefill) dequantize.
 SMALL_BATCH_ROWS = 32
+# ... and dequantize their weight this many bytes of rows at a time (bounds the transient)
+DEQUANT_CHUNK_BYTES = 32 << 20
 _COMPUTE_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
@@ -134,7 +138,8 @@ class Int8Linear(nn.Module):
             out = torch._weight_int8pack_mm(flat, self.qweight, scales)
         else:
             # int8 codes are exact in bf16/fp16/fp32; the row scale applies to the output.
-            out = F.linear(flat, self.qweight.to(x.dtype)) * scales
+            out = _chunked_linear(flat, self.out_features, lambda s, e: self.qweight[s:e].to(x.dtype),
+                                  scales)
         if self.bias is not None:
             out = out + self.bias.to(x.dtype)
         return out.view(*x.shape[:-1], self.out_features)
@@ -221,7 +226,8 @@ class Int4Linear(nn.Module):
         elif flat.shape[0] <= SMALL_BATCH_ROWS:
             out = torch._weight_int4pack_mm_for_cpu(flat, self.qweight, INT4_GROUP_SIZE, sz)
         else:
-            out = F.linear(flat, self.dequantized(x.dtype))
+            out = _chunked_linear(flat, self.out_features, lambda s, e: _dequantize_int4_cpu(
+                self.qweight[s:e], self.scales_and_zeros[:, s:e], x.dtype))
         if self.bias is not None:
             out = out + self.bias.to(x.dtype)
         return out.view(*x.shape[:-1], self.out_features)
@@ -274,6 +280,23 @@ def quantize_linear(mode: str, linear: nn.Linear, name: str = "linear",
         module.bias.copy_(linear.bias.detach())
     module.finish()
     return module
+
+
+def _chunked_linear(x: torch.Tensor, out_features: int,
+                    dequantize_rows: Callable[[int, int], torch.Tensor],
+                    row_scales: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ W.T for many rows (prefill), W dequantized DEQUANT_CHUNK_BYTES of output rows at a
+    time (a multiple of 64 rows, which the int4 CPU layout needs): the full-precision weight
+    never exists whole (peak memory), and every piece is still a large matmul."""
+    in_features = x.shape[-1]
+    step = DEQUANT_CHUNK_BYTES // (x.element_size() * in_features)
+    step = max(INT4_CPU_ROW_BLOCK, step // INT4_CPU_ROW_BLOCK * INT4_CPU_ROW_BLOCK)
+    out = x.new_empty(x.shape[0], out_features)
+    for start in range(0, out_features, step):
+        end = min(start + step, out_features)
+        part = F.linear(x, dequantize_rows(start, end))
+        out[:, start:end] = part if row_scales is None else part * row_scales[start:end]
+    return out
 
 
 def _dequantize_int4_cpu(packed: torch.Tensor, scales_and_zeros: torch.Tensor,
