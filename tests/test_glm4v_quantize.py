@@ -113,6 +113,20 @@ def test_kernel_and_dequantized_paths_compute_the_rounded_weight(mode: str, dtyp
     assert (module(x).float() - expected).abs().max() <= tol
 
 
+@pytest.mark.parametrize("mode", Q.QUANTIZE_MODES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_zero_rows_and_constant_groups_stay_exact(mode: str, dtype: torch.dtype) -> None:
+    linear = nn.Linear(256, 64, bias=False).to(dtype)
+    with torch.no_grad():
+        linear.weight[0] = 0
+        linear.weight[1] = 1e-7  # underflows to 0 as an fp16 scale
+        linear.weight[2, :128] = 0.5  # one constant group
+    deq = Q.quantize_linear(mode, linear).dequantized(torch.float32)
+    assert torch.isfinite(deq).all()
+    assert torch.equal(deq[0], torch.zeros(256))
+    assert torch.equal(deq[2, :128], torch.full((128,), 0.5)) or mode == "int8"
+
+
 def test_unsupported_shapes_modes_and_devices_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="multiple of the group size 128"):
         Q.quantize_linear("int4", nn.Linear(100, 64))

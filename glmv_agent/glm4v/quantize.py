@@ -119,7 +119,7 @@ class Int8Linear(nn.Module):
         """Quantize full-precision weight rows [n, in] into rows start..start+n."""
         rows = rows.to(self.qweight.device, torch.float32)
         # Round against the scale as stored (bf16 in a bf16 model), which is what multiplies.
-        scale = (rows.abs().amax(dim=1) / 127).clamp(min=1e-12).to(self.scales.dtype)
+        scale = _nonzero((rows.abs().amax(dim=1) / 127).to(self.scales.dtype))
         end = start + rows.shape[0]
         codes = torch.round(rows / scale.float()[:, None]).clamp_(-127, 127)
         self.qweight[start:end] = codes.to(torch.int8)
@@ -184,7 +184,7 @@ class Int4Linear(nn.Module):
         # zero is the value of code 8 (the kernels compute (q - 8) * scale + zero); both are
         # rounded to the stored dtype first, and the codes are rounded against those.
         stored = self.scales_and_zeros.dtype
-        scale = ((high - low) / 15).clamp(min=1e-12).to(stored)
+        scale = _nonzero(((high - low) / 15).to(stored))
         zero = (low + 8 * scale.float()).to(stored)
         codes = torch.round((grouped - zero.float()[..., None]) / scale.float()[..., None]) + 8
         codes = codes.clamp_(0, 15).to(torch.int32).view(n, self.in_features)
@@ -280,6 +280,12 @@ def quantize_linear(mode: str, linear: nn.Linear, name: str = "linear",
         module.bias.copy_(linear.bias.detach())
     module.finish()
     return module
+
+
+def _nonzero(scale: torch.Tensor) -> torch.Tensor:
+    """Scales of all-zero rows / constant groups (0, or 0 after rounding to fp16) become 1:
+    their codes then encode the values exactly instead of dividing by zero."""
+    return torch.where(scale == 0, torch.ones_like(scale), scale)
 
 
 def _chunked_linear(x: torch.Tensor, out_features: int,
