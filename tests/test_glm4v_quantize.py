@@ -286,6 +286,7 @@ def test_quantize_command_then_run_the_engine_on_its_output(tiny_checkpoint: Pat
 @pytest.mark.parametrize("argv", [
     ["run", "a task", "--env", "web", "--model", "m"],
     ["serve", "--model", "m"],
+    ["mcp", "--model", "m"],
     ["assistant", "--model", "m"],
     ["demo"],
     ["doctor"],
