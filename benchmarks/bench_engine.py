@@ -17,11 +17,16 @@ the quantized logits are compared with our bf16 logits at every prompt position.
     python benchmarks/bench_engine.py                     # bf16, 2 layers, 3 runs
     python benchmarks/bench_engine.py --dtypes bfloat16 float32 --runs 5 --tokens 32
     python benchmarks/bench_engine.py --quantize int8 int4 --runs 3
+    python benchmarks/bench_engine.py --compile --runs 3  # + our compiled decode step
+
+With --compile, the interleaved process also runs our engine with its decode step compiled
+(the same model as the eager row, `CompiledDecodeStep`), and reports the compile time.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import resource
@@ -72,8 +77,26 @@ class Ours:
         from glmv_agent.glm4v.engine import load
         from glmv_agent.messages import image, message
 
-        self.engine = load(ckpt, device="cpu", dtype=dtype, progress=False, quantize=quantize)
+        # Reuse caches off: every run encodes the screenshot and runs the whole prompt.
+        self.engine = load(ckpt, device="cpu", dtype=dtype, progress=False, quantize=quantize,
+                           cache_bytes=0, prefix_cache_bytes=0)
         self.messages = [message("user", image(screenshot()), PROMPT)]
+        self.compile_s = 0.0
+
+    def compiled(self) -> Ours:
+        """The same model with its decode step compiled (compile time in compile_s)."""
+        from glmv_agent.glm4v.compiled import CompiledDecodeStep
+        from glmv_agent.glm4v.engine import Glm4vEngine
+
+        twin = copy.copy(self)
+        engine = self.engine
+        step = CompiledDecodeStep(engine.model)
+        twin.compile_s = step.warm_up()
+        # The engine hands its reuse caches to the shared model: off, as for the eager row.
+        twin.engine = Glm4vEngine(engine.model, engine.processor, engine.defaults, path=engine.path,
+                                  step_fn=step, new_cache=step.new_cache, cache_bytes=0,
+                                  prefix_cache_bytes=0)
+        return twin
 
     def preprocess(self) -> dict[str, Any]:
         return self.engine.prepare(self.messages)
@@ -170,13 +193,17 @@ def worker_alone(kind: str, ckpt: Path, dtype: str, runs: int, tokens: int,
 
 
 def worker_interleaved(ckpt: Path, dtype: str, runs: int, tokens: int,
-                       quantize: list[str]) -> dict[str, Any]:
-    """Both engines (and ours quantized) in one process, runs alternating, so a busy shared
-    machine slows all alike: the fairest speed ratio here."""
+                       quantize: list[str], compile: bool = False) -> dict[str, Any]:
+    """Both engines (and ours quantized / compiled) in one process, runs alternating, so a busy
+    shared machine slows all alike: the fairest speed ratio here."""
     impls: dict[str, Any] = {"ours": Ours(ckpt, dtype), "theirs": Theirs(ckpt, dtype)}
+    if compile:
+        impls["ours compiled"] = impls["ours"].compiled()
     impls.update({f"ours {mode}": Ours(ckpt, dtype, mode) for mode in quantize})
     inputs = {name: impl.preprocess() for name, impl in impls.items()}
-    out: dict[str, dict[str, list[float]]] = {name: {"prefill_s": [], "decode_tok_s": []} for name in impls}
+    out: dict[str, dict[str, Any]] = {name: {"prefill_s": [], "decode_tok_s": []} for name in impls}
+    if compile:
+        out["ours compiled"]["compile_s"] = impls["ours compiled"].compile_s
     for _ in range(runs):
         for name, impl in impls.items():
             out[name]["prefill_s"].append(impl.prefill(inputs[name]))
@@ -267,9 +294,10 @@ def cpu_model() -> str:
 
 
 def run_worker(impl: str, ckpt: Path, dtype: str, runs: int, tokens: int,
-               quantize: list[str] | None = None) -> dict[str, Any]:
+               quantize: list[str] | None = None, compile: bool = False) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", impl, "--ckpt", str(ckpt), "--dtypes", dtype,
            "--runs", str(runs), "--tokens", str(tokens), "--quantize", *(quantize or [])]
+    cmd += ["--compile"] if compile else []
     print(f"  {impl:6s} {dtype} {' '.join(quantize or [])} ...", flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
@@ -320,6 +348,9 @@ def table(results: dict[str, Any]) -> str:
                 ab, bb = _best(both[name][key], higher), _best(both["theirs"][key], higher)
                 lines.append(f"| {tag} interleaved | {label} | {a:.2f} | {b:.2f} | {a / b:.2f} | "
                              f"{ab:.2f} | {bb:.2f} | {ab / bb:.2f} |")
+            if "compile_s" in both[name]:
+                lines.append(f"| {tag} interleaved | compile s (at load) | {both[name]['compile_s']:.1f} "
+                             "| | | | | |")
     accuracy = results.get("accuracy")
     if accuracy:
         lines += ["", f"Accuracy vs our unquantized logits, all {accuracy['positions']} prompt positions:", "",
@@ -341,12 +372,15 @@ def main() -> None:
     parser.add_argument("--quantize", nargs="*", default=[], choices=["int8", "int4"],
                         help="also run our engine with these weight-only quantizations (against "
                              "transformers in the first --dtypes), and measure their accuracy")
+    parser.add_argument("--compile", action="store_true",
+                        help="also run our engine with its decode step compiled (interleaved)")
     parser.add_argument("--worker", choices=["ours", "theirs", "interleaved", "accuracy"], help=argparse.SUPPRESS)
     parser.add_argument("--ckpt", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker == "interleaved":
-        print(json.dumps(worker_interleaved(args.ckpt, args.dtypes[0], args.runs, args.tokens, args.quantize)))
+        print(json.dumps(worker_interleaved(args.ckpt, args.dtypes[0], args.runs, args.tokens, args.quantize,
+                                            args.compile)))
         return
     if args.worker == "accuracy":
         print(json.dumps(worker_accuracy(args.ckpt, args.dtypes[0], args.quantize)))
@@ -376,7 +410,7 @@ def main() -> None:
     results["quantized"] = {mode: (run_worker("ours", ckpt, quant_dtype, args.runs, args.tokens, [mode]), quant_dtype)
                             for mode in args.quantize}
     interleaved = {dtype: run_worker("interleaved", ckpt, dtype, args.runs, args.tokens,
-                                     args.quantize if dtype == quant_dtype else [])
+                                     args.quantize if dtype == quant_dtype else [], args.compile)
                    for dtype in args.interleaved_dtypes}
     results["interleaved"] = interleaved
     if args.quantize:
