@@ -64,7 +64,7 @@ WHEEL_STEP_CSS_PX = 100  # one wheel step, as browsers scroll for a mouse notch
 # action sets in motion is also watched directly: requests, timers it started
 # (page_timers.js), CSS animations; the quiet window covers what those miss (promise
 # chains, frames).
-QUIET_MS = 60
+QUIET_MS = 35
 TIMER_WINDOW_MS = 1000  # timers created this long after an action count as its effects
 TIMER_MAX_DELAY_MS = 1000  # ... if they fire within this delay
 REQUEST_GRACE_S = 2.0  # requests older than this (long polls, streams) do not block stability
