@@ -53,6 +53,18 @@ def _non_model(record: Any) -> float:
     return record.timings["total"] - record.timings.get("model", 0.0)
 
 
+def _summary(agent_steps: dict[str, list[Any]], bare: list[float]) -> dict[str, Any]:
+    """Medians per mode (trace on / off) against the bare loop's."""
+    bare_median = _median(bare)
+    out: dict[str, Any] = {"bare": {"steps": len(bare), "median_s": bare_median}}
+    for mode, records in agent_steps.items():
+        median = _median([_non_model(r) for r in records])
+        out[mode] = {"steps": len(records), "median_non_model_s": median,
+                     "ratio_to_bare": median / bare_median,
+                     "beyond_bare_s": median - bare_median, "phases": _phases(records)}
+    return out
+
+
 # -- web ------------------------------------------------------------------------------------
 
 def bench_web(runs: int, trace_root: Path) -> dict[str, Any]:
@@ -60,7 +72,6 @@ def bench_web(runs: int, trace_root: Path) -> dict[str, Any]:
     from glmv_agent.envs.web import WebEnv
 
     answers = replay_answers("glm-4.1v")
-    out: dict[str, Any] = {}
     with serve_directory(demo_dir()) as url:
         start = url + "index.html"
         env = WebEnv.launch(url=start, set_of_marks=True, allowed_domains=["127.0.0.1"])
@@ -87,13 +98,7 @@ def bench_web(runs: int, trace_root: Path) -> dict[str, Any]:
                     bare.extend(times)
         finally:
             env.close()
-    bare_median = _median(bare)
-    for mode, records in agent_steps.items():
-        median = _median([_non_model(r) for r in records])
-        out[mode] = {"steps": len(records), "median_non_model_s": median,
-                     "ratio_to_bare": median / bare_median, "phases": _phases(records)}
-    out["bare"] = {"steps": len(bare), "median_s": bare_median}
-    return out
+    return _summary(agent_steps, bare)
 
 
 def bare_web_loop(page: Any, actions: list[tuple[dict[str, Any], list[Any]]]) -> list[float]:
@@ -137,7 +142,6 @@ def bench_desktop(runs: int, trace_root: Path, steps: int = 6) -> dict[str, Any]
     from glmv_agent.envs.desktop import DesktopEnv
     from xvfb import TkApp
 
-    out: dict[str, Any] = {}
     with VirtualDisplay(1280, 720) as display:
         app = TkApp(display.name)
         try:
@@ -162,13 +166,7 @@ def bench_desktop(runs: int, trace_root: Path, steps: int = 6) -> dict[str, Any]
                     bare.extend(times)
         finally:
             app.close()
-    bare_median = _median(bare)
-    for mode, records in agent_steps.items():
-        median = _median([_non_model(r) for r in records])
-        out[mode] = {"steps": len(records), "median_non_model_s": median,
-                     "beyond_bare_s": median - bare_median, "phases": _phases(records)}
-    out["bare"] = {"steps": len(bare), "median_s": bare_median}
-    return out
+    return _summary(agent_steps, bare)
 
 
 def bare_desktop_loop(env: Any, points: list[tuple[float, float]]) -> list[float]:
@@ -177,7 +175,7 @@ def bare_desktop_loop(env: Any, points: list[tuple[float, float]]) -> list[float
 
     gui = env._gui()  # the same configured pyautogui (pause, display) the env clicks with
     times = []
-    with mss.mss(display=env.display) as sct:
+    with (getattr(mss, "MSS", None) or mss.mss)(display=env.display) as sct:
         for x, y in points:
             t = time.perf_counter()
             sct.grab(sct.monitors[1])

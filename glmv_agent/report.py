@@ -29,8 +29,9 @@ _STATUS_CLASS = {
 }
 
 # Timeline phases in the order they happen within a step: (timings key, label, colour).
-# "model_ttft" is the part of "model" before the first token (prefill, queueing); the
-# rest of "model" is drawn as decoding. Time not covered by a phase is "other".
+# "model_ttft" stands for the part of "model" before decoding: the engine's prefill
+# ("model_prefill") when known, else the time to the first streamed text; the rest of
+# "model" is drawn as decoding. Time not covered by a phase is "other".
 _PHASES = (
     ("observe", "observe", "#8e9aaf"), ("prompt", "prompt", "#b9a7d9"),
     ("model_ttft", "model: first token", "#1f3a93"), ("model", "model: decode", "#4a7fe0"),
@@ -177,12 +178,17 @@ def _phase_spans(timings: dict[str, float]) -> list[tuple[str, str, str, float]]
     part after the first token when that is known, "other" what no phase covers."""
     spans = []
     covered = 0.0
+    first = timings.get("model_prefill", timings.get("model_ttft"))
     for key, label, color in _PHASES:
         if key == "other":
             seconds = timings.get("total", 0.0) - covered
+        elif key == "model_ttft":
+            seconds = first or 0.0
+            if "model_prefill" in timings:
+                label = "model: prefill"
         elif key == "model":
-            seconds = timings.get("model", 0.0) - timings.get("model_ttft", 0.0)
-            if "model_ttft" not in timings:
+            seconds = timings.get("model", 0.0) - (first or 0.0)
+            if first is None:
                 label = "model"
         else:
             seconds = timings.get(key, 0.0)

@@ -17,11 +17,12 @@ import pytest
 pytest.importorskip("playwright")
 
 from glmv_agent import Agent, PageAgent, ReplayBackend  # noqa: E402
-from glmv_agent.envs.web import CHROMIUM_ARGS, WebEnv, default_executable_path  # noqa: E402
+from glmv_agent.envs.web import WebEnv, default_executable_path  # noqa: E402
 from glmv_agent.errors import ConfigError  # noqa: E402
 
 from scripted_env import FormEnv  # noqa: E402
-from web_server import PageServer, serve_pages  # noqa: E402
+from test_page_agent import browser, server  # noqa: E402,F401 - the same module fixtures
+from web_server import PageServer  # noqa: E402
 
 if default_executable_path() is None:
     pytest.skip("no Chromium binary (set $GLMV_CHROMIUM)", allow_module_level=True)
@@ -30,24 +31,6 @@ if default_executable_path() is None:
 def answer(thought: str, action: str) -> str:
     return (f"<think>{thought}</think><answer>Thought: {thought}\nAction: {action}\n"
             "Memory_Updated: {}</answer>")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PageServer]:
-    srv = serve_pages()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=default_executable_path(),
-                                     args=list(CHROMIUM_ARGS))
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture()
