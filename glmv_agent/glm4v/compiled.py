@@ -7,9 +7,12 @@ graphs, which removes the per-kernel launch cost that bounds eager decoding at b
 
 What it costs, and when to use it:
 - Compile time, once per process and batch size: at load (a warm-up step) the step is traced
-  and compiled; inductor's on-disk cache makes later processes faster. On this project's CI
-  machine (2 CPU cores) the tiny test checkpoint compiles in well under a minute; see
-  benchmarks/README.md for the real-width figures.
+  and compiled; inductor's on-disk cache (gcc-built kernels) makes later processes faster.
+  Measured on a shared 2-core AMD EPYC: tiny test checkpoint ~60 s with a cold cache, ~5 s
+  warm; real-width 2-layer checkpoint 11-19 s warm (the graph, not the weights, sets it).
+- Speed: on CPU, decode is bound by the bf16 matrix-vector products, which compiled code
+  runs with the same kernels as eager, so compiling gains little there (see
+  benchmarks/README.md); on a GPU, CUDA graphs are where batch-1 decode speed comes from.
 - Recompiles: none per token and none per prompt length. The cache length is rounded up to
   `generation.CACHE_LENGTH_BUCKET` and its slot dimension is marked dynamic; a new batch size
   compiles once more. On CUDA a new cache length re-records the CUDA graph (cheap, no
