@@ -65,6 +65,7 @@ WHEEL_STEP_CSS_PX = 100  # one wheel step, as browsers scroll for a mouse notch
 # (page_timers.js), CSS animations; the quiet window covers what those miss (promise
 # chains, frames).
 QUIET_MS = 35
+BLOCKED_QUIET_MS = 200  # after a navigation the allow-list blocked
 TIMER_WINDOW_MS = 1000  # timers created this long after an action count as its effects
 TIMER_MAX_DELAY_MS = 1000  # ... if they fire within this delay
 REQUEST_GRACE_S = 2.0  # requests older than this (long polls, streams) do not block stability
@@ -504,7 +505,7 @@ class _WebCore:
         now = time.monotonic()
         return any(now - t < REQUEST_GRACE_S for t in self._inflight.get(page, {}).values())
 
-    def wait_stable(self) -> Plan:
+    def wait_stable(self, quiet_ms: int = QUIET_MS) -> Plan:
         """Wait (bounded) for a committed, loaded, quiet, unchanging page; True if reached."""
         deadline = time.monotonic() + self.stability_timeout
         while True:
@@ -522,7 +523,7 @@ class _WebCore:
                     return False
                 stable = yield page.evaluate(
                     page_script("page_stable.js"),
-                    {"quietMs": QUIET_MS, "timeoutMs": remaining * 1000},
+                    {"quietMs": quiet_ms, "timeoutMs": remaining * 1000},
                 )
             except PlaywrightTimeoutError:
                 return False
@@ -624,6 +625,10 @@ class _WebCore:
         notes: list[str] = []
         if not (yield from self.wait_stable()):
             notes.append(f"the page was still changing after {self.stability_timeout:g}s")
+        if len(self._blocked) > marks.blocked:
+            # Chromium commits the error page of a blocked navigation a moment later, which
+            # no timer or request shows: give it the long quiet window.
+            yield from self.wait_stable(BLOCKED_QUIET_MS)
         notes += [describe_dialog(d) for d in self._dialogs[marks.dialogs:]]
         choosers = self._choosers[marks.choosers:]
         if choosers:
