@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from .actions import Answer, BaseAction, Done, TakeOver
+from .actions import Answer, BaseAction, Done, TakeOver, TypeText
 from .backends import make_backend
 from .backends.base import BackendProtocol, GenerationParams
 from .dialects.base import Dialect, HistoryItem, Step
@@ -465,7 +465,12 @@ class Agent:
             if self._is_loop(action, observation, record):
                 return
             self.policy.check(action, observation, self.env.supported_actions())
-            record.sensitive = self.policy.sensitivity(action, step, observation)
+            # The field the action types into, not the one focused at the screenshot: a
+            # TypeText with a target clicks there first.
+            into_password = (self.policy.confirm_password_fields and isinstance(action, TypeText)
+                             and self.env.types_into_password(action, observation))
+            record.sensitive = self.policy.sensitivity(action, step, observation,
+                                                       password_field=into_password)
         except ActionError as exc:
             self._reject(record, "refused", f"refused: {exc}",
                          f"Your action {action.type!r} was not executed: {exc}")

@@ -33,7 +33,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
-from .actions import BaseAction
+from .actions import BaseAction, TypeText
 from .backends import make_backend
 from .envs.base import ActionOutcome, Environment, Observation
 from .errors import ActionRefusedError, ConfigError, EnvError, GlmvAgentError, StoppedError
@@ -129,6 +129,9 @@ class AnnouncingEnv(Environment):
 
     def supported_actions(self) -> set[str]:
         return self.inner.supported_actions()
+
+    def types_into_password(self, action: TypeText, observation: Observation) -> bool:
+        return self.inner.types_into_password(action, observation)
 
     def execute(self, action: BaseAction, observation: Observation | None = None) -> ActionOutcome:
         from .report import describe_action

@@ -47,7 +47,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from .actions import BaseAction
+from .actions import BaseAction, TypeText
 from .agent import Agent, RunResult
 from .backends import make_backend
 from .backends.base import Backend, BackendProtocol
@@ -394,6 +394,9 @@ class _LoopBridgeEnv(Environment):
 
     def supported_actions(self) -> set[str]:
         return self.async_env.supported_actions()
+
+    def types_into_password(self, action: TypeText, observation: Observation) -> bool:
+        return self._call(lambda: self.async_env.types_into_password(action, observation))
 
     def enable_element_labels(self) -> bool:
         return self.async_env.enable_element_labels()

@@ -119,15 +119,20 @@ class Policy:
 
     # -- confirmation --------------------------------------------------------------------
     def sensitivity(
-        self, action: BaseAction, step: Step | None, observation: Observation
+        self, action: BaseAction, step: Step | None, observation: Observation, *,
+        password_field: bool | None = None,
     ) -> str | None:
-        """Why this action needs confirmation, or None."""
+        """Why this action needs confirmation, or None.
+
+        `password_field` says whether a TypeText goes into a password field: the field it
+        types into, as the environment tells (`Environment.types_into_password`). None
+        falls back to the field focused when the screenshot was taken.
+        """
         if action.sensitive:
             return "the model flagged this action as sensitive"
-        if (
-            self.confirm_password_fields and isinstance(action, TypeText)
-            and observation.extra.get("focused_is_password")
-        ):
+        if password_field is None:
+            password_field = bool(observation.extra.get("focused_is_password"))
+        if self.confirm_password_fields and isinstance(action, TypeText) and password_field:
             return "typing into a password field"
         if action.type in HARMLESS_ACTIONS:
             return None

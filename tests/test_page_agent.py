@@ -88,10 +88,14 @@ def test_act_fills_the_form_and_leaves_the_page_open(page: Any, server: PageServ
         answer("The form was sent with both values.",
                "ANSWER; <content>Filled in and sent the form</content>"),
     ])
-    with PageAgent(page, backend, settle_time=0, trace_dir=tmp_path / "traces") as agent:
+    asked: list[str] = []
+    # Typing into the password field [1] asks, although the name field had the focus.
+    with PageAgent(page, backend, settle_time=0, trace_dir=tmp_path / "traces",
+                   confirm=lambda action, step: asked.append(action.text) or True) as agent:
         result = agent.act("Fill in the form: name Ada Lovelace, password hunter2")
 
     assert result.status == "answered" and result.answer == "Filled in and sent the form"
+    assert asked == ["hunter2"]
     sent = json.loads(page.evaluate("document.getElementById('result').textContent"))
     assert sent == {"name": "Ada Lovelace", "password": "hunter2", "notes": ""}
     # The instruction went in as the task of the trained GLM-4.1V web prompt.

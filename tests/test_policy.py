@@ -125,6 +125,12 @@ def test_password_field_and_model_flag() -> None:
     assert p.sensitivity(typed, step(typed), obs(focused_is_password=False)) is None
     assert Policy(confirm_password_fields=False).sensitivity(
         typed, step(typed), obs(focused_is_password=True)) is None
+    # The field the action types into, as the environment tells, wins over the focus
+    # at the screenshot.
+    assert p.sensitivity(typed, step(typed), obs(focused_is_password=False),
+                         password_field=True) == "typing into a password field"
+    assert p.sensitivity(typed, step(typed), obs(focused_is_password=True),
+                         password_field=False) is None
     flagged = Click(target=Target.at(0.1, 0.1), sensitive=True)
     assert "flagged" in p.sensitivity(flagged, None, obs())
 

@@ -1,6 +1,7 @@
 // Small facts about the page for an observation and for typing:
 // whether the focused element (through shadow roots and same-origin frames) is a password
-// field, and what kind of element lies under a viewport point (CSS pixels).
+// field, and what kind of element lies under a viewport point (CSS pixels) and whether
+// typing there would go into a password field (the field itself, or a <label> of one).
 // With `selectLabel`, the <select> under the point gets the option with that text chosen
 // (exact text first, then case-insensitive, then a unique partial match), firing the
 // `input` and `change` events; `selected` reports the option text or null.
@@ -31,15 +32,19 @@
     }
     return el;
   }
+  const isPassword = (el) => !!el && el.tagName === "INPUT" && (el.type || "").toLowerCase() === "password";
   const active = deepActive();
   const result = {
-    focusedIsPassword: !!active && active.tagName === "INPUT" && (active.type || "").toLowerCase() === "password",
+    focusedIsPassword: isPassword(active),
     focusedTag: active ? active.tagName.toLowerCase() : "",
     targetTag: "",
+    targetIsPassword: false,
   };
   if (x !== null && x !== undefined) {
     const el = deepAt(x, y);
     result.targetTag = el ? el.tagName.toLowerCase() : "";
+    const label = el && el.closest ? el.closest("label") : null;
+    result.targetIsPassword = isPassword(el) || (!!label && isPassword(label.control));
     if (selectLabel !== null && selectLabel !== undefined && el && el.tagName === "SELECT") {
       const options = Array.from(el.options);
       const want = String(selectLabel).trim();

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from ..actions import BaseAction
+from ..actions import BaseAction, TypeText
 from ..errors import ConfigError, EnvError, UnsupportedActionError
 from .base import ActionHandler, ActionOutcome, Observation, Platform
 from .web import (
@@ -148,6 +148,12 @@ class AsyncWebEnv(_WebEnvShared):
             self._core.act(action, lambda target: resolve_target(target, obs)),
             f"{action.type!r} action",
         )
+
+    async def types_into_password(self, action: TypeText, observation: Observation) -> bool:
+        """Whether `action` types into a password field (see `WebEnv.types_into_password`)."""
+        point = None if action.target is None else resolve_target(action.target, observation)
+        return await self._run(self._core.types_into_password(point),
+                               "looking at the field typed into")
 
     async def wait_until_stable(self) -> bool:
         """Wait (at most `stability_timeout`) until the page stops changing."""

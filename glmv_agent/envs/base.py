@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Literal
 import numpy as np
 from PIL import Image
 
-from ..actions import BaseAction, Point, Target
+from ..actions import BaseAction, Point, Target, TypeText
 from ..errors import ActionRefusedError, UnsupportedActionError
 from ..geometry import ScreenMapping
 
@@ -153,6 +153,17 @@ class Environment(ABC):
         user explicitly turned labels off.
         """
         return False
+
+    def types_into_password(self, action: TypeText, observation: Observation) -> bool:
+        """Whether `action` would type into a password field.
+
+        The field that counts is the one typed into: the element under the action's target
+        when it has one (typing clicks there first), else the focused field. This default
+        only knows the field focused when `observation` was taken
+        (`extra["focused_is_password"]`); an environment that can look at its target
+        (the web one) overrides it.
+        """
+        return bool(observation.extra.get("focused_is_password"))
 
     def supported_actions(self) -> set[str]:
         """Action type names this environment can execute."""

@@ -35,7 +35,7 @@ from urllib.request import url2pathname
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ..actions import BaseAction, Goto, Target
+from ..actions import BaseAction, Goto, Target, TypeText
 from ..errors import ActionError, ActionRefusedError, ConfigError, EnvError, UnsupportedActionError
 from ..geometry import viewport_mapping
 from ..urls import normalize_allowed_domains, url_allowed
@@ -710,6 +710,13 @@ class _WebCore:
         yield page.mouse.move(ex, ey, steps=12)  # intermediate moves: drag listeners need them
         yield page.mouse.up()
 
+    def types_into_password(self, point: tuple[float, float] | None) -> Plan:
+        """Whether typing at `point` (CSS pixels of the viewport; None: into the focused
+        field) goes into a password field, as the page is now."""
+        x, y = point if point is not None else (None, None)
+        state = yield self.live_page().evaluate(page_script("page_state.js"), {"x": x, "y": y})
+        return bool(state["targetIsPassword"] if point is not None else state["focusedIsPassword"])
+
     def _type(self, page: Any, action: Any, resolve: Resolver, outcome: ActionOutcome) -> Plan:
         if action.target is not None:
             x, y = self._point(resolve, action.target, outcome)
@@ -993,6 +1000,12 @@ class WebEnv(_WebEnvShared, Environment):
             self._core.act(action, lambda target: self.resolve(target, observation)),
             f"{action.type!r} action",
         )
+
+    def types_into_password(self, action: TypeText, observation: Observation) -> bool:
+        """Whether `action` types into a password field: the one under its target (point
+        or element label) or, without a target, the focused one, looked up in the page."""
+        point = None if action.target is None else self.resolve(action.target, observation)
+        return self._run(self._core.types_into_password(point), "looking at the field typed into")
 
     def wait_until_stable(self) -> bool:
         """Wait (at most `stability_timeout`) until the page stops changing."""
