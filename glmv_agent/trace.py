@@ -152,10 +152,10 @@ class TraceWriter:
     """Writes one run's trace, in order, crash-safe; with `background=True` (as the Agent
     uses it) on a worker thread.
 
-    In the background, `save_screenshot` and `record` return at once; a worker thread encodes the PNGs and
-    appends the step lines in the order they were handed over (a screenshot file is
-    complete, written to a temporary name and renamed, before the step that refers to it
-    is written). `wait_for_steps` blocks until every handed-over step is on disk; `finish`
+    In the background, `save_screenshot` and `record` return at once; a worker thread
+    encodes the PNGs and appends the step lines in the order they were handed over (a
+    screenshot file is complete, written to a temporary name and renamed, before the step
+    that refers to it is written). `wait_for_steps` blocks until every handed-over step is on disk; `finish`
     and `flush` drain everything, and so does interpreter exit. A write that fails (disk
     full) raises ConfigError at the next call. By default everything is written before
     the call returns.

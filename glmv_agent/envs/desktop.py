@@ -33,8 +33,8 @@ from typing import Any, Literal
 from PIL import Image
 
 from ..actions import (
-    BaseAction, Click, DoubleClick, Drag, Hover, Key, MiddleClick, RightClick, Scroll, Target, TypeText,
-    Wait,
+    BaseAction, Click, DoubleClick, Drag, Hover, Key, MiddleClick, RightClick, Scroll, Target,
+    TypeText, Wait,
 )
 from ..errors import (
     ActionRefusedError, ConfigError, EnvError, StoppedError, UnsupportedActionError,
