@@ -25,7 +25,7 @@ from glmv_agent.glm4v.loading import load_model
 from glmv_agent.glm4v.tiny import write_tiny_checkpoint
 from glmv_agent.messages import message
 
-# (mode, bound on the relative logit error vs the unquantized model over all positions)
+# Bounds on the relative logit error vs the unquantized model over all positions.
 INT8_ERROR_BOUND = 0.05  # the bar; ~0.02-0.03 measured on these random weights
 INT4_ERROR_BOUND = 0.45  # random weights are the worst case for 4 bits (~0.32 measured)
 
