@@ -326,3 +326,15 @@ def test_step_timings_and_report_show_prefill_and_cached_tokens(
         assert timings["model_cached_tokens"] == backend.last_result.cached_tokens > 0
         page = render_report(trace).read_text("utf-8")
         assert f"<td>model_cached_tokens</td><td>{int(timings['model_cached_tokens'])} tokens</td>" in page
+
+
+def test_engines_sharing_a_model_each_use_their_own_caches(engines: dict[str, Glm4vEngine]) -> None:
+    """Was: a second engine on the same model took the model's caches over for good."""
+    warm = engines["float32"]
+    warm.clear_caches()
+    (_, act), (_, query), _ = page_sequence()
+    warm.generate(act, **GREEDY)
+    off = Glm4vEngine(warm.model, warm.processor, warm.defaults, cache_bytes=0, prefix_cache_bytes=0)
+    assert off.generate(query, **GREEDY).cached_tokens == 0
+    assert warm.generate(query, **GREEDY).cached_tokens > 0
+    assert off.caches.nbytes == 0

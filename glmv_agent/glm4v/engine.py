@@ -146,6 +146,7 @@ class Glm4vEngine:
         config = self.generation_config(**options)
         inputs = self._to_device(inputs)
         with self._lock:
+            self.model.caches = self.caches  # this engine's (the model may be shared)
             return generate(self.model, self.text_decoder, inputs, config, think_ids=self.think_ids,
                             pad_token_id=self.pad_token_id, on_text=on_text, step_fn=self._step,
                             new_cache=self._new_cache)
@@ -181,6 +182,7 @@ class Glm4vEngine:
     def _locked_stream(self, inputs: dict[str, Any], config: GenerationConfig,
                        result_holder: list[GenerationResult] | None) -> Iterator[str]:
         with self._lock:
+            self.model.caches = self.caches
             yield from stream_generate(self.model, self.text_decoder, inputs, config,
                                        think_ids=self.think_ids, step_fn=self._step,
                                        new_cache=self._new_cache, result_holder=result_holder)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import InputError
 from .caches import (EngineCaches, PrefillStats, PrefixCache, PrefixEntry, PrefixMatch, Span,
-                     image_key, placeholder_runs)
+                     VisionCache, image_key, placeholder_runs)
 from .config import Glm4vConfig
 from .kv_cache import KVCache
 from .rope import IMAGE, TEXT, VIDEO, get_rope_index, mrope_cos_sin, token_types
@@ -43,8 +43,9 @@ class Glm4vModel(nn.Module):
         self.lm_head = nn.Linear(config.text.hidden_size, config.text.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.language_model.embed_tokens.weight
-        # Vision-encoder and prefix KV caches used by `prefill` (glm4v/caches.py); the
-        # engine sets them, None = recompute everything (`forward` never uses them).
+        # Vision-encoder and prefix KV caches used by `prefill` (glm4v/caches.py); the engine
+        # sets its own before each generation (several engines may share one model).
+        # None = recompute everything (`forward` never uses them).
         self.caches: EngineCaches | None = None
 
     # From the embedding: it always holds the compute dtype (lm_head may be quantized).
@@ -179,6 +180,7 @@ class Glm4vModel(nn.Module):
         keys = {IMAGE: self._image_keys(caches, pixel_values, image_grid_thw),
                 VIDEO: self._image_keys(caches, pixel_values_videos, slices)}
         spans = self._spans(types, valid, keys) if caches is not None else None
+        vision = caches.vision if caches is not None else None
 
         # The longest stored prefix (batch 1, no padding); slots [0, start) are reused.
         match: PrefixMatch | None = None
@@ -200,10 +202,10 @@ class Glm4vModel(nn.Module):
         hits: dict[int, list[bool]] = {}
         embeds, hits[IMAGE] = self._insert(embeds, types[:, start:], IMAGE, pixel_values,
                                            image_grid_thw, "pixel_values", "image_grid_thw",
-                                           keys[IMAGE], skip[IMAGE], stats)
+                                           keys[IMAGE], skip[IMAGE], stats, vision)
         embeds, hits[VIDEO] = self._insert(embeds, types[:, start:], VIDEO, pixel_values_videos,
                                            slices, "pixel_values_videos", "video_grid_thw",
-                                           keys[VIDEO], skip[VIDEO], stats)
+                                           keys[VIDEO], skip[VIDEO], stats, vision)
         if spans is not None:
             self._count_reuse(stats, types, valid, start, skip, hits)
 
@@ -357,7 +359,8 @@ class Glm4vModel(nn.Module):
     def _insert(self, embeds: torch.Tensor, types: torch.Tensor, kind: int,
                 pixels: torch.Tensor | None, grid: torch.Tensor | None, pixels_name: str,
                 grid_name: str, keys: list[bytes] | None = None, skip: int = 0,
-                stats: PrefillStats | None = None) -> tuple[torch.Tensor, list[bool]]:
+                stats: PrefillStats | None = None, vision: VisionCache | None = None,
+                ) -> tuple[torch.Tensor, list[bool]]:
         """Replace placeholder embeddings of one modality by vision features, in order.
         The first `skip` images are not in `types` (a reused prefix holds them). Returns the
         embeddings and, per remaining image, whether it came from the vision cache."""
@@ -383,7 +386,7 @@ class Glm4vModel(nn.Module):
             grid, keys = grid[skip:], (keys[skip:] if keys is not None else None)
             if not grid.shape[0]:
                 return embeds, []
-        features, hits = self._encode(pixels, grid, keys, stats)
+        features, hits = self._encode(pixels, grid, keys, stats, vision)
         if features.shape[0] != count:
             raise InputError(f"{count} {label} placeholder tokens in input_ids but {grid_name} "
                              f"gives {features.shape[0]} features ({expected_rows} patches / "
@@ -393,11 +396,11 @@ class Glm4vModel(nn.Module):
         return embeds, hits
 
     def _encode(self, pixels: torch.Tensor, grid: torch.Tensor, keys: list[bytes] | None,
-                stats: PrefillStats | None) -> tuple[torch.Tensor, list[bool]]:
+                stats: PrefillStats | None, cached: VisionCache | None,
+                ) -> tuple[torch.Tensor, list[bool]]:
         """Vision features of every grid row; rows whose key is in the vision cache are
         taken from it, the others run through the tower together (and are stored)."""
         visual = self.model.visual
-        cached = self.caches.vision if self.caches is not None else None
         parts: list[torch.Tensor | None] = [None] * len(grid)
         if cached is not None and keys is not None:
             parts = [cached.get(key) for key in keys]
