@@ -34,6 +34,7 @@ from .actions import Answer, BaseAction, Done, TakeOver, TypeText
 from .backends import make_backend
 from .backends.base import BackendProtocol, GenerationParams
 from .dialects.base import Dialect, HistoryItem, Step
+from .dialects.elements import elements_text
 from .envs.base import Environment, Observation, Platform, same_screen, screen_thumbnail
 from .errors import (
     ActionError, ActionRefusedError, BackendError, ConfigError, GlmvAgentError, ParseError,
@@ -739,7 +740,7 @@ class Agent:
             "mapping": {"width": m.width, "height": m.height, "origin_x": m.origin_x,
                         "origin_y": m.origin_y, "scale_x": m.scale_x, "scale_y": m.scale_y},
         }
-        record.observation_text = observation.elements_text or observation.url or observation.app
+        record.observation_text = elements_text(observation) or observation.url or observation.app
         record.screenshot = self._register_image(observation.screenshot,
                                                  screenshot_name(record.index),
                                                  observation.screenshot_png)

@@ -22,10 +22,11 @@ from glmv_agent.actions import (  # noqa: E402
     Click, DoubleClick, Drag, Goto, Hover, Key, MiddleClick, NavigateBack, RightClick, Scroll,
     Swipe, Target, TypeText, Wait,
 )
+from glmv_agent.dialects.elements import format_elements_text  # noqa: E402
 from glmv_agent.envs.base import Element, Observation  # noqa: E402
 from glmv_agent.envs.web import (  # noqa: E402
-    WebEnv, default_executable_path, format_elements_text, normalize_url, playwright_key_combo,
-    url_allowed, wheel_delta,
+    WebEnv, default_executable_path, normalize_url, playwright_key_combo, url_allowed,
+    wheel_delta,
 )
 from glmv_agent.errors import (  # noqa: E402
     ActionError, ActionRefusedError, ConfigError, EnvError, UnsupportedActionError,
@@ -259,7 +260,7 @@ def test_iframe_click_and_marks(env: WebEnv, server: PageServer) -> None:
     # The frame's content starts at (200 + 5 border, 100 + 5 border); its button at (50, 60).
     inside = element(obs, id="inside")
     assert (inside.x1, inside.y1, inside.x2, inside.y2) == (255, 165, 355, 195)
-    assert "Inside frame" in (obs.elements_text or "")
+    assert "Inside frame" in format_elements_text(obs.elements or [])
     env.execute(Click(target=Target.of_element(inside.label)), obs)
     (entry,) = page_log(env)
     x, y = map(float, entry.split()[2:])
@@ -278,7 +279,7 @@ def test_select_opens_visible_options_and_picks_by_click(env: WebEnv, server: Pa
     assert [o.text for o in options] == ["Choose…", "Apple", "Banana", "Cherry"]
     assert all(o.y1 >= fruit.y2 - 1 for o in options)  # drawn below the select, in the page
     banana = next(o for o in options if o.text == "Banana")
-    assert f'[{banana.label}]: "Banana";' in (obs.elements_text or "")
+    assert f'[{banana.label}]: "Banana";' in format_elements_text(obs.elements or [])
     env.execute(Click(target=Target.of_element(banana.label)), obs)
     assert env.page.evaluate("document.getElementById('fruit').value") == "banana"
     assert page_log(env) == ["change banana"]
@@ -456,7 +457,9 @@ def test_set_of_marks_labels_and_text(env: WebEnv, server: PageServer) -> None:
     # Reading order; hidden, display:none, covered, off-screen and disabled ones left out;
     # the <span> inside the clickable card is part of the card.
     assert ids == ["home", "search", "go", "icon", "card", "rb", "editor", "email", "size"]
-    assert obs.elements_text == (
+    # The environment reports elements; the prompt text is the dialects' to write.
+    assert obs.elements_text is None
+    assert format_elements_text(obs.elements or []) == (
         '[0]: "Home";\t[1]: <input> "";\t[2]: <button> "Search";\t[3]: <button> "Settings";\t'
         '[4]: "Open card details";\t[5]: "Role button";\t[7]: <input> "Email address";\t'
         '[8]: "Small Large";'
@@ -596,7 +599,7 @@ def test_async_twin(server: PageServer) -> None:
             result = json.loads(await env.page.evaluate("document.getElementById('result').textContent"))
             with pytest.raises(ActionRefusedError, match="file chooser"):
                 await env.execute(Click(target=Target.of_element(element(obs, id="upload").label)))
-            size, text = obs.size, obs.elements_text
+            size, text = obs.size, format_elements_text(obs.elements or [])
             # Dialogs under the async API: dismissed (awaited in the loop) and reported.
             await env.execute(Goto(url=server.url("dialogs.html")))
             obs = await env.observe()
@@ -644,11 +647,14 @@ def test_agent_completes_a_form_with_recorded_glm41v_web_answers(
     ]
     open_page(env, server, "form.html")
     backend = ReplayBackend(answers)
-    agent = Agent(backend, env, family="glm-4.1v", trace_dir=tmp_path / "trace", settle_time=0)
+    # Type [1] goes into the password field, so it is confirmed (the user says yes).
+    agent = Agent(backend, env, family="glm-4.1v", trace_dir=tmp_path / "trace", settle_time=0,
+                  confirm=lambda action, step: True)
     result = agent.run("Fill in the form with the name Ada Lovelace and the password hunter2")
 
     assert result.status == "answered", result.error
     assert result.answer == "Sent the form for Ada Lovelace"
+    assert result.steps[1].sensitive == "typing into a password field"
     sent = json.loads(env.page.evaluate("document.getElementById('result').textContent"))
     assert sent == {"name": "Ada Lovelace", "password": "hunter2", "notes": ""}
     assert [s.action["type"] for s in result.steps] == ["type", "type", "answer"]

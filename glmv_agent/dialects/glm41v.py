@@ -64,7 +64,7 @@ from ..actions import (
     MiddleClick, NavigateBack, NavigateHome, OpenApp, Point, RightClick, Scroll, Swipe,
     Target, TypeText, Wait,
 )
-from ..envs.base import Element, Observation, Platform
+from ..envs.base import Observation, Platform
 from ..errors import ParseError
 from ..messages import Message, image, message, text
 from ._history import action_text, half_size, load_template, recent_screenshots, render
@@ -73,6 +73,7 @@ from ._syntax import (
     split_keys, split_response, to_target,
 )
 from .base import Dialect, HistoryItem, Step
+from .elements import elements_text
 
 # How each platform's answers locate things; see the table in the module docstring.
 COORDINATES: dict[str, dict[str, Any]] = {
@@ -503,18 +504,6 @@ def web_previous_actions(history: list[HistoryItem]) -> str:
         lines.append(f"{i}.Thought:{item.step.explanation or ''}\tAction:{action_text(item)}"
                      f"\tObservation:{observation}")
     return "\n".join(lines)
-
-
-def elements_text(observation: Observation) -> str:
-    """The set-of-marks element list: the web env's text, or one built from its elements."""
-    if observation.elements_text is not None:
-        return observation.elements_text
-    return "\t".join(_element_line(e) for e in observation.elements or [])
-
-
-def _element_line(element: Element) -> str:
-    tag = f"<{element.tag}> " if element.tag else ""
-    return f'[{element.label}]: {tag}"{element.text}";'
 
 
 class StartSite:

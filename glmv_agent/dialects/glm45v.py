@@ -40,8 +40,9 @@ from ..envs.base import Observation, Platform
 from ..messages import Message, Part, image, inert_text, message, text
 from ._history import action_text, half_size, load_template, recent_screenshots, render
 from .base import Dialect, HistoryItem, Step
+from .elements import elements_text
 from .glm41v import (
-    GUI_AGENT_SAMPLING, SUPPORTED_ACTIONS, StartSite, elements_text, latest_memory, mobile_history, parse_answer,
+    GUI_AGENT_SAMPLING, SUPPORTED_ACTIONS, StartSite, latest_memory, mobile_history, parse_answer,
     web_previous_actions,
 )
 
@@ -73,7 +74,8 @@ def escape_quotes(elements: str) -> str:
     """The element list as the 4.5V web example writes it: `[1]: <button> \\"Close\\";`.
 
     Every double quote of the documented 4.5V web prompt (template and example, element list
-    included) is written `\\"`; the web env writes plain quotes, so they are escaped here.
+    included) is written `\\"`; `elements_text` writes plain quotes (the 4.1V form), so
+    they are escaped here.
     """
     return elements.replace('"', '\\"')
 

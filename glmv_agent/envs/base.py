@@ -89,6 +89,8 @@ class Observation:
     title: str | None = None
     app: str | None = None
     elements: list[Element] | None = None
+    # A ready-made element list for the prompt (hand-built observations, replays). No
+    # environment sets it: the dialects write the list from `elements`.
     elements_text: str | None = None
     marked_screenshot: Image.Image | None = None
     # `screenshot` as the PNG the platform delivered, when it did (saved as is, not

@@ -218,36 +218,6 @@ def elements_from_page(items: list[dict[str, Any]], scale_x: float, scale_y: flo
     return elements
 
 
-_TEXT_INPUT_TYPES = ("text", "search", "password", "email", "tel")
-
-
-def format_elements_text(elements: list[Element]) -> str:
-    """The element list of the GLM-V web prompt: `[i]: <tag> "text";` entries, tab-separated.
-
-    As in the WebVoyager setup the GLM-V web prompts follow: text fields and buttons carry
-    their tag; other elements only their text (plus the aria-label when it differs); an
-    element without text is listed only when it is a text field or a button, by its
-    aria-label; texts of 200 characters or more are left out.
-    """
-    entries: list[str] = []
-    for element in elements:
-        tag, text = element.tag, element.text
-        kind = element.attributes.get("type", "")
-        aria = element.attributes.get("aria-label", "")
-        if not text:
-            fillable = (
-                (tag == "input" and kind in _TEXT_INPUT_TYPES) or tag == "textarea"
-                or (tag == "button" and kind in ("submit", "button"))
-            )
-            if fillable:
-                entries.append(f'[{element.label}]: <{tag}> "{aria}";')
-        elif len(text) < 200 and not ("<img" in text and "src=" in text):
-            described = f'"{text}", "{aria}"' if aria and aria != text else f'"{text}"'
-            prefix = f"<{tag}> " if tag in ("button", "input", "textarea") else ""
-            entries.append(f"[{element.label}]: {prefix}{described};")
-    return "\t".join(entries)
-
-
 def _label_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
@@ -582,7 +552,6 @@ class _WebCore:
         if items is not None:
             elements = elements_from_page(items, scale_x, scale_y)
             observation.elements = elements
-            observation.elements_text = format_elements_text(elements)
             observation.marked_screenshot = draw_marks(image, elements, scale_x)
         return observation
 
