@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
-from .errors import BackendError, ConfigError, EnvError, GlmvAgentError, InputError
+from .errors import BackendError, CheckpointError, ConfigError, EnvError, GlmvAgentError, InputError
 from .console import (
     StreamPrinter, TerminalSafeFormatter, make_confirm, print_record, say as _out, take_over_prompt,
 )
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "OpenAI-compatible HTTP API.")
     serve.add_argument("--model", required=True, metavar="PATH", help="checkpoint directory")
     serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
-    serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    serve.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed when serving); default: %(default)s")
     serve.add_argument("--model-name", default=None,
                        help="name clients use (default: the checkpoint folder name)")
     serve.add_argument("--device", default="auto")
@@ -398,7 +398,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     path = Path(args.model)
     if not (path / "config.json").is_file():
-        raise ConfigError(f"--model {path}: no config.json; expected a checkpoint directory")
+        raise CheckpointError(f"--model {path}: no config.json; expected a checkpoint directory "
+                              "(see model/README.md for how to download one)")
     config = ServerConfig(
         model_name=args.model_name or path.resolve().name, api_key=args.api_key,
         max_queue=args.max_queue, max_batch=args.max_batch, batch_wait_s=args.batch_wait_ms / 1000,
@@ -408,8 +409,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allow_remote_images=args.allow_remote_images,
     )
     config.validate()  # options and the port are checked before minutes of loading weights
-    if not 0 < args.port < 65536:
-        raise ConfigError(f"--port must be between 1 and 65535, got {args.port}")
+    if not 0 <= args.port < 65536:  # 0: a free port, printed once serving
+        raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
     sock = bind_socket(args.host, args.port)
     try:
         from .glm4v.engine import load
@@ -422,7 +423,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port = sock.getsockname()[1]
         key = "API key required" if config.api_key else "no API key"
         _out(f"serving {config.model_name!r} at http://{args.host}:{port}/v1 ({key}; Ctrl+C to stop)")
-        server.run(sockets=[sock])
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it shut down on: a normal stop
+            _out("stopped")
     finally:
         sock.close()
     return EXIT_OK

@@ -486,7 +486,7 @@ def test_taken_port_is_a_one_line_error_before_loading(tiny_checkpoint: Path,
     (["--max-batch", "9"], "--max-batch (9) cannot exceed --max-queue (8)"),
     (["--default-max-tokens", "-1"], "--default-max-tokens must be a positive integer"),
     (["--api-key", " "], "API key must not be empty"),
-    (["--port", "70000"], "--port must be between 1 and 65535"),
+    (["--port", "70000"], "--port must be between 0 and 65535"),
 ])
 def test_bad_options_fail_before_loading(tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str],
                                          flags: list[str], fragment: str) -> None:
