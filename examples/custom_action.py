@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             env.register_handler("screenshot_note", note_handler(args.notes_dir))
             print(f"environment supports screenshot_note: {env.supports('screenshot_note')}")
             agent = Agent(model, env, dialect=NoteTakingDialect("web"), max_steps=6,
-                          settle_time=0.2, trace_dir=args.trace_dir)
+                          trace_dir=args.trace_dir)
             result = agent.run(TASK)
     for record in result.steps:
         print(f"step {record.index}: {(record.action or {}).get('type')} -> {record.outcome}"

@@ -83,7 +83,7 @@ def run_task(item: dict[str, Any], model: Any, args: argparse.Namespace, demo_ur
     row: dict[str, Any] = {"task": item["task"], "status": "error", "steps": 0, "answer": None}
     try:
         with WebEnv.launch(url, set_of_marks=True) as env:  # a fresh browser per task
-            agent = Agent(model, env, family=args.family, settle_time=0.2, trace_dir=trace_dir,
+            agent = Agent(model, env, family=args.family, trace_dir=trace_dir,
                           max_steps=int(item.get("max_steps", args.max_steps)))
             result = agent.run(item["task"])
         row.update(status=result.status, steps=len(result.steps), answer=result.answer,

@@ -43,7 +43,7 @@ async def run(model: Any, family: str, site: str, headed: bool) -> None:
         beats: list[int] = []
         ticker = asyncio.create_task(heartbeat(beats))
 
-        async with AsyncPageAgent(page, model, family=family, settle_time=0.2) as agent:
+        async with AsyncPageAgent(page, model, family=family) as agent:
             result = await agent.act("Search the catalogue for the book Dune")
             print(f"act: {result.status} in {len(result.steps)} steps")
             await agent.click("the search result titled Dune")

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         page = browser.new_page(viewport={"width": 1280, "height": 720})
         page.goto(site + "index.html")
 
-        agent = PageAgent(page, model, family=args.family, settle_time=0.2)
+        agent = PageAgent(page, model, family=args.family)
         result = agent.act("Search the catalogue for the book Dune")
         print(f"act: {result.status} in {len(result.steps)} steps")
         agent.click("the search result titled Dune")

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         task = args.task or DEMO_TASK
         env = stack.enter_context(WebEnv.launch(url, headless=not args.headed, set_of_marks=True))
         agent = Agent(model, env, family=args.family, max_steps=args.max_steps,
-                      trace_dir=args.trace_dir, settle_time=0.2)
+                      trace_dir=args.trace_dir)
         print(f"task: {task}")
         for record in agent.iter_run(task):
             action = record.action or {}

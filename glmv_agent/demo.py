@@ -74,7 +74,7 @@ def run_demo(model: Any = None, *, family: str = "glm-4.1v", headless: bool = Tr
         env = WebEnv.launch(url=url + "index.html", headless=headless, set_of_marks=True,
                             allowed_domains=["127.0.0.1"])
         try:
-            agent = Agent(model, env, family=family, max_steps=8, settle_time=0.2,
+            agent = Agent(model, env, family=family, max_steps=8,
                           trace_dir=trace_dir, **agent_kwargs)
             output(f"task: {DEMO_TASK}")
             from .console import print_record  # the same live progress lines as `run`
