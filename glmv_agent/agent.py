@@ -449,7 +449,7 @@ class Agent:
         action = step.action
         record.step = step.model_dump(mode="json")
         record.action = action.to_dict()
-        record.pixel_points = _pixel_points(action, observation)
+        record.pixel_points = observation.target_pixels(action)
         if self._stop_requested.is_set():
             raise StoppedError("stopped before executing the model's action")
 
@@ -660,7 +660,7 @@ class Agent:
         settle = 0.0
         try:
             if self.dry_run:
-                record.env_points = [self.env.resolve(tg, observation) for tg in action.targets()]
+                record.env_points = [observation.env_point(tg) for tg in action.targets()]
                 record.outcome, record.detail = "dry_run", "not executed (dry run)"
             else:
                 outcome = self.env.execute(real, observation)
@@ -844,21 +844,6 @@ def _needs_element_labels(dialect: Dialect) -> bool:
         return uses_element_labels(dialect.family)
     except ConfigError:  # a custom dialect that is not registered: it declares nothing
         return False
-
-
-def _pixel_points(action: BaseAction, observation: Observation) -> list[tuple[int, int]]:
-    """Screenshot pixels of the action's targets (unknown element labels are skipped)."""
-    points: list[tuple[int, int]] = []
-    for target in action.targets():
-        point = target.point
-        if point is None and target.element is not None:
-            try:
-                point = Environment._element_point(target.element, observation)
-            except ActionRefusedError:
-                continue
-        if point is not None:
-            points.append(observation.mapping.to_pixel(point))
-    return points
 
 
 def _call_with_timeout(fn: Callable[[], str], timeout: float) -> str:

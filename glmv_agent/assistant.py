@@ -139,7 +139,7 @@ class AnnouncingEnv(Environment):
         observation = observation or self.last_observation or self.observe()
         self.hold()
         targets = action.targets()
-        points = [self.inner.resolve(target, observation) for target in targets]
+        points = [observation.env_point(target) for target in targets]
         area = self.keep_out()
         if area is not None and any(inside(point, area) for point in points):
             raise ActionRefusedError(

@@ -539,9 +539,7 @@ class AssistantWindow(AssistantEvents):
 
 
 def _target_pixel(action: BaseAction, observation: Observation) -> tuple[float, float] | None:
-    from .agent import _pixel_points
-
-    points = _pixel_points(action, observation)
+    points = observation.target_pixels(action)
     return points[0] if points else None
 
 

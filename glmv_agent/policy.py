@@ -86,18 +86,11 @@ class Policy:
     def _check_targets(self, action: BaseAction, observation: Observation) -> None:
         mapping = observation.mapping
         for target in action.targets():
-            if target.point is None:
-                labels = [e.label for e in observation.elements or []]
-                if target.element not in labels:
-                    raise ActionRefusedError(
-                        f"element label [{target.element}] is not on the current screen; "
-                        f"labels shown: {labels}"
-                    )
-                continue
-            x, y = target.point.x, target.point.y
+            point = observation.locate(target)  # refuses a label that is not shown
+            x, y = point.x, point.y
             if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
                 raise ActionRefusedError(f"point ({x}, {y}) is outside the screenshot [0, 1]")
-            ex, ey = mapping.to_env(target.point)
+            ex, ey = observation.env_point(target)
             if not mapping.contains_env(ex, ey):
                 raise ActionRefusedError(
                     f"point ({x}, {y}) maps to ({ex:.1f}, {ey:.1f}), outside the screen"

@@ -158,3 +158,32 @@ def test_every_model_coordinate_maps_inside(mx, my, grid, w, h) -> None:
 def test_pixel_round_trip(px, py) -> None:
     p = pixel_to_normalized(px, py, 4000, 4000)
     assert normalized_to_pixel(p.x, p.y, 4000, 4000) == (px, py)
+
+
+# -- an observation locates targets: the one geometry step -------------------------------
+
+
+def test_observation_locates_points_boxes_and_labels() -> None:
+    from PIL import Image
+
+    from glmv_agent.actions import Box, Click, Drag, Target
+    from glmv_agent.envs.base import Element, Observation
+    from glmv_agent.errors import ActionRefusedError
+    from glmv_agent.geometry import viewport_mapping
+
+    # A 200x100 device-pixel screenshot of a DPR-2 viewport: environment units are halves.
+    obs = Observation(screenshot=Image.new("RGB", (200, 100)), platform="web",
+                      mapping=viewport_mapping(200, 100, device_pixel_ratio=2.0),
+                      elements=[Element(3, "button", "Go", 40, 20, 60, 40)])
+    label, point = Target.of_element(3), Target.at(0.5, 0.5)
+    box = Target(box=Box(x1=0.0, y1=0.0, x2=0.2, y2=0.4))
+    assert obs.locate(label) == Point(x=0.25, y=0.3)  # the element's centre (50, 30)
+    assert obs.pixel(label) == (50, 30) and obs.env_point(label) == (25.25, 15.25)
+    assert obs.pixel(point) == (100, 50) and obs.env_point(point) == (50.25, 25.25)
+    assert obs.pixel(box) == (20, 20)  # a box counts by its centre
+    with pytest.raises(ActionRefusedError, match=r"label \[9\] is not on the current screen"):
+        obs.env_point(Target.of_element(9))
+    # For the trace: every target's pixel, labels not shown skipped.
+    drag = Drag(start=label, end=Target.of_element(9))
+    assert obs.target_pixels(drag) == [(50, 30)]
+    assert obs.target_pixels(Click(target=point)) == [(100, 50)]

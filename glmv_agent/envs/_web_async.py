@@ -17,7 +17,7 @@ from ..errors import ConfigError, EnvError, UnsupportedActionError
 from .base import ActionHandler, ActionOutcome, Observation, Platform
 from .web import (
     WEB_ACTIONS, PlaywrightError, _WebCore, _WebEnvShared, close_plan, drive_async,
-    open_env_plan, resolve_target, translate_error,
+    open_env_plan, translate_error,
 )
 
 logger = logging.getLogger(__name__)
@@ -143,15 +143,14 @@ class AsyncWebEnv(_WebEnvShared):
                 f"AsyncWebEnv cannot execute {action.type!r} actions; it supports: "
                 + ", ".join(sorted(self.supported_actions()))
             )
-        obs = observation
         return await self._run(
-            self._core.act(action, lambda target: resolve_target(target, obs)),
+            self._core.act(action, observation.env_point),
             f"{action.type!r} action",
         )
 
     async def types_into_password(self, action: TypeText, observation: Observation) -> bool:
         """Whether `action` types into a password field (see `WebEnv.types_into_password`)."""
-        point = None if action.target is None else resolve_target(action.target, observation)
+        point = None if action.target is None else observation.env_point(action.target)
         return await self._run(self._core.types_into_password(point),
                                "looking at the field typed into")
 

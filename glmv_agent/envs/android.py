@@ -304,7 +304,7 @@ class AndroidEnv(Environment):
 
     # -- low-level input ------------------------------------------------------------
     def _point(self, target: Target, observation: Observation) -> tuple[int, int]:
-        x, y = self.resolve(target, observation)
+        x, y = observation.env_point(target)
         m = observation.mapping
         return (
             int(min(max(x, 0), m.env_width - 1)),

@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..actions import BaseAction, Point, Target, TypeText
 from ..errors import ActionRefusedError, UnsupportedActionError
-from ..geometry import ScreenMapping
+from ..geometry import ScreenMapping, clamp_unit
 
 Platform = Literal["mobile", "pc", "web"]
 
@@ -106,6 +106,46 @@ class Observation:
     def model_image(self) -> Image.Image:
         """The image to show the model: the marked one in set-of-marks mode."""
         return self.marked_screenshot if self.marked_screenshot is not None else self.screenshot
+
+    # -- geometry: the one place a target is located --------------------------------
+    def locate(self, target: Target) -> Point:
+        """Where `target` lies on this screenshot, normalized: its point (a box was reduced
+        to its centre by `Target`), or the centre of the element with its label.
+
+        Raises ActionRefusedError for a label that is not among this observation's
+        elements: the model pointed at something it was not shown.
+        """
+        if target.point is not None:
+            return target.point
+        for element in self.elements or []:
+            if element.label == target.element:
+                cx, cy = element.center
+                w, h = self.size
+                return Point(x=clamp_unit(cx / w), y=clamp_unit(cy / h))
+        labels = [e.label for e in self.elements or []]
+        raise ActionRefusedError(
+            f"element label [{target.element}] is not on the current screen; "
+            f"labels shown: {labels}"
+        )
+
+    def pixel(self, target: Target) -> tuple[int, int]:
+        """The screenshot pixel `target` falls in."""
+        return self.mapping.to_pixel(self.locate(target))
+
+    def env_point(self, target: Target) -> tuple[float, float]:
+        """`target` in the environment's input coordinates (what its mouse or tap takes)."""
+        return self.mapping.to_env(self.locate(target))
+
+    def target_pixels(self, action: BaseAction) -> list[tuple[int, int]]:
+        """Screenshot pixels of the action's targets, for the trace and markers; labels
+        not on this screen are skipped (the policy refuses them)."""
+        pixels = []
+        for target in action.targets():
+            try:
+                pixels.append(self.pixel(target))
+            except ActionRefusedError:
+                continue
+        return pixels
 
 
 ActionHandler = Callable[["Environment", BaseAction, Observation], Any]
@@ -208,21 +248,5 @@ class Environment(ABC):
 
     # -- helpers for subclasses -----------------------------------------------------
     def resolve(self, target: Target, observation: Observation) -> tuple[float, float]:
-        """Environment coordinates of a target; element labels resolve to their centre."""
-        point = target.point
-        if target.element is not None and point is None:
-            point = self._element_point(target.element, observation)
-        assert point is not None  # Target guarantees a point or an element
-        return observation.mapping.to_env(point)
-
-    @staticmethod
-    def _element_point(label: int, observation: Observation) -> Point:
-        for element in observation.elements or []:
-            if element.label == label:
-                cx, cy = element.center
-                w, h = observation.size
-                return Point(x=min(1.0, max(0.0, cx / w)), y=min(1.0, max(0.0, cy / h)))
-        known = [e.label for e in observation.elements or []]
-        raise ActionRefusedError(
-            f"element label [{label}] is not on the current page; labels shown: {known}"
-        )
+        """Environment coordinates of a target (`Observation.env_point`)."""
+        return observation.env_point(target)

@@ -353,7 +353,7 @@ class DesktopEnv(Environment):
         left, top, width, height = self._monitor_rect()
         points = []
         for target in targets:
-            x, y = self.resolve(target, observation)
+            x, y = observation.env_point(target)
             if not (math.isfinite(x) and math.isfinite(y)):
                 raise ActionRefusedError(f"target maps to a non-finite point ({x}, {y})")
             ix, iy = math.floor(x), math.floor(y)

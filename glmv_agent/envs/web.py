@@ -259,15 +259,6 @@ def describe_dialog(info: dict[str, str]) -> str:
     return f"the page showed a {kind} dialog {message!r}; {outcome}"
 
 
-def resolve_target(target: Target, observation: Observation) -> tuple[float, float]:
-    """CSS viewport coordinates of a target (element labels resolve to their centre)."""
-    point = target.point
-    if target.element is not None and point is None:
-        point = Environment._element_point(target.element, observation)
-    assert point is not None  # Target guarantees a point or an element
-    return observation.mapping.to_env(point)
-
-
 def _is_gone(exc: BaseException) -> bool:
     text = str(exc)
     return any(s in text for s in (
@@ -966,14 +957,14 @@ class WebEnv(_WebEnvShared, Environment):
 
     def _act(self, action: BaseAction, observation: Observation) -> ActionOutcome:
         return self._run(
-            self._core.act(action, lambda target: self.resolve(target, observation)),
+            self._core.act(action, observation.env_point),
             f"{action.type!r} action",
         )
 
     def types_into_password(self, action: TypeText, observation: Observation) -> bool:
         """Whether `action` types into a password field: the one under its target (point
         or element label) or, without a target, the focused one, looked up in the page."""
-        point = None if action.target is None else self.resolve(action.target, observation)
+        point = None if action.target is None else observation.env_point(action.target)
         return self._run(self._core.types_into_password(point), "looking at the field typed into")
 
     def wait_until_stable(self) -> bool:
