@@ -214,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--base-url", metavar="URL", help="also check this server answers")
     doctor.add_argument("--load", action="store_true", help="load the weights fully (slow)")
     _add_quantize_arg(doctor)  # implies --load: the weights are loaded quantized
+    _add_compile_arg(doctor)  # with --model: also compile its decode step
     doctor.set_defaults(handler=cmd_doctor)
 
     quantize = sub.add_parser(
@@ -532,7 +533,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import run_checks
 
     checks = run_checks(model=args.model, base_url=args.base_url, load=args.load,
-                        quantize=args.quantize)
+                        quantize=args.quantize, compile=args.compile)
     width = max(len(c.name) for c in checks)
     for check in checks:
         mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[check.status]

@@ -31,8 +31,10 @@ class Check:
 
 
 def run_checks(model: str | None = None, base_url: str | None = None,
-               load: bool = False, quantize: str | None = None) -> list[Check]:
-    """Every check; `quantize` ("int8"/"int4") loads the model's weights that way (implies load)."""
+               load: bool = False, quantize: str | None = None,
+               compile: bool = False) -> list[Check]:
+    """Every check; `quantize` ("int8"/"int4") loads the model's weights that way (implies load);
+    `compile` also compiles its decode step, as `load(..., compile=True)` does."""
     checks = [check_python(), check_torch()]
     checks += [check_module(name, extra) for name, extra in (
         ("safetensors", "local"), ("tokenizers", "local"), ("av", "video"),
@@ -40,6 +42,8 @@ def run_checks(model: str | None = None, base_url: str | None = None,
     )]
     checks += [check_browser(), check_display(), check_adb()]
     checks.append(check_model(Path(model), load, quantize) if model else check_default_models())
+    if model and compile:
+        checks.append(check_compile(Path(model), quantize))
     if base_url:
         checks.append(check_server(base_url))
     return checks
@@ -170,6 +174,20 @@ def check_model(path: Path, load: bool, quantize: str | None = None) -> Check:
     del config
     return Check("weights", "ok", detail + (f", loaded with {summary(loaded)}" if quantize
                                             else ", loaded"))
+
+
+def check_compile(path: Path, quantize: str | None = None) -> Check:
+    """The decode step compiles here (torch.compile; on CPU inductor needs a C++ compiler)."""
+    try:
+        from .glm4v import load_model
+        from .glm4v.compiled import CompiledDecodeStep
+
+        seconds = CompiledDecodeStep(load_model(path, device="auto", quantize=quantize)).warm_up()
+    except Exception as exc:
+        return Check("compile", "fail", f"compiling the decode step failed: {exc}",
+                     fix="on CPU install gcc (torch.compile's inductor builds C++ kernels), "
+                         "or run without --compile")
+    return Check("compile", "ok", f"decode step compiled in {seconds:.1f} s")
 
 
 def check_server(base_url: str) -> Check:

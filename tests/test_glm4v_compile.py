@@ -122,3 +122,12 @@ def test_local_backend_compiles_when_asked(tiny_checkpoint: Path, eager: Glm4vEn
                            temperature=0, max_new_tokens=8)
     assert isinstance(backend.engine._step, CompiledDecodeStep)
     assert backend.complete(TEXT_CHAT) == eager.chat(TEXT_CHAT, do_sample=False, max_new_tokens=8)
+
+
+def test_doctor_compiles_the_decode_step_when_asked(tiny_checkpoint: Path):
+    from glmv_agent.doctor import run_checks
+
+    checks = {c.name: c for c in run_checks(model=str(tiny_checkpoint), compile=True)}
+    assert checks["compile"].status == "ok", checks["compile"].detail
+    assert "compiled in" in checks["compile"].detail
+    assert "compile" not in {c.name for c in run_checks(model=str(tiny_checkpoint))}
