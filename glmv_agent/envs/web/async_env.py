@@ -1,7 +1,7 @@
 """`AsyncWebEnv`: the web environment for playwright's async API.
 
-The page logic is `glmv_agent.envs.web._WebCore`, shared with the sync `WebEnv`; this
-class only awaits it. Same constructor options, same observations and outcomes, with
+The page logic is `core._WebCore`, shared with the sync `WebEnv` (which this module never
+imports); this class only awaits it. Same constructor options, same observations and outcomes, with
 `await env.observe()`, `await env.execute(action)` and `await env.close()`.
 """
 
@@ -12,10 +12,10 @@ import logging
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from ..actions import BaseAction, TypeText
-from ..errors import ConfigError, EnvError, UnsupportedActionError
-from .base import ActionHandler, ActionOutcome, Observation, Platform
-from .web import (
+from ...actions import BaseAction, TypeText
+from ...errors import ConfigError, EnvError, UnsupportedActionError
+from ..base import ActionHandler, ActionOutcome, Observation, Platform
+from .core import (
     WEB_ACTIONS, PlaywrightError, _WebCore, _WebEnvShared, close_plan, drive_async,
     open_env_plan, translate_error,
 )
