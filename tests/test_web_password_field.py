@@ -5,6 +5,7 @@ a target-less type by the field focused now, not by the field focused at the scr
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,11 @@ from glmv_agent.actions import Point, Target, TypeText  # noqa: E402
 from glmv_agent.envs.base import Observation  # noqa: E402
 from glmv_agent.envs.web import WebEnv, default_executable_path  # noqa: E402
 
-from web_server import PageServer, serve_pages  # noqa: E402
+from test_page_agent import server  # noqa: E402,F401 - the same module fixture
+from web_server import PageServer  # noqa: E402
 
 if default_executable_path() is None:
     pytest.skip("no Chromium binary (set $GLMV_CHROMIUM)", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PageServer]:
-    srv = serve_pages()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture()
@@ -104,3 +99,23 @@ def test_typing_into_a_plain_field_while_a_password_field_is_focused_does_not_as
     assert result.status == "answered", result.error
     assert asked == [] and result.steps[0].sensitive is None
     assert env.page.input_value("#name") == "Ada"
+
+
+def test_async_env_tells_the_field_under_the_target(server: PageServer) -> None:
+    import asyncio
+
+    from glmv_agent.envs.web import AsyncWebEnv
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        env = await AsyncWebEnv.launch(server.url("form.html"), set_of_marks=True)
+        async with env:
+            obs = await env.observe()
+            password = TypeText(target=Target(element=label_of(obs, "password")), text="x")
+            name = TypeText(target=Target(element=label_of(obs, "name")), text="x")
+            return (await env.types_into_password(password, obs),
+                    await env.types_into_password(name, obs),
+                    await env.types_into_password(TypeText(text="x"), obs))
+
+    # In a thread of its own: a sync playwright of another test may own this thread's loop.
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(asyncio.run, scenario()).result(timeout=120) == (True, False, False)
