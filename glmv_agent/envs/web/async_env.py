@@ -1,8 +1,8 @@
 """`AsyncWebEnv`: the web environment for playwright's async API.
 
 The page logic is `core._WebCore`, shared with the sync `WebEnv` (which this module never
-imports); this class only awaits it. Same constructor options, same observations and outcomes, with
-`await env.observe()`, `await env.execute(action)` and `await env.close()`.
+imports); this class only awaits it. Same constructor options, same observations and
+outcomes, with `await env.observe()`, `await env.execute(action)` and `await env.close()`.
 """
 
 from __future__ import annotations
