@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import mss
@@ -21,29 +20,13 @@ from glmv_agent.envs._xvfb import VirtualDisplay
 from glmv_agent.envs.desktop import DesktopEnv
 
 try:
-    from .xvfb import TkApp, require_x_tools
+    from .xvfb import TkApp, app, display  # noqa: F401 - app and display are fixtures
 except ImportError:
-    from xvfb import TkApp, require_x_tools  # type: ignore[no-redef]
+    from xvfb import TkApp, app, display  # type: ignore[no-redef]  # noqa: F401
 
 MARKER_RED = np.array([232, 54, 45])
 # Pad C of the Tk app sits at 45-60% x 5-15% of the screen: pressing it changes nothing else.
 PRESS_PAD = "left_click(start_box='[520,100]')"
-
-
-@pytest.fixture(scope="module")
-def display() -> Iterator[VirtualDisplay]:
-    require_x_tools()
-    with VirtualDisplay(1024, 768) as virtual:
-        yield virtual
-
-
-@pytest.fixture
-def app(display: VirtualDisplay) -> Iterator[TkApp]:
-    application = TkApp(display.name)
-    try:
-        yield application
-    finally:
-        application.close()
 
 
 class Output:

@@ -14,13 +14,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import mss
 import numpy as np
-import pytest
 from PIL import Image
 
 from glmv_agent.assistant_window import ACCENT
@@ -28,31 +27,15 @@ from glmv_agent.envs._xvfb import VirtualDisplay
 from glmv_agent.envs.desktop import DesktopEnv
 
 try:
-    from .xvfb import TkApp, require_x_tools
+    from .xvfb import TkApp, app, display  # noqa: F401 - app and display are fixtures
 except ImportError:
-    from xvfb import TkApp, require_x_tools  # type: ignore[no-redef]
+    from xvfb import TkApp, app, display  # type: ignore[no-redef]  # noqa: F401
 
 # Bottom-right, clear of the test app's pads and entry (which the scripted answers use).
 GEOMETRY = (440, 330, 580, 430)
 PRESS_PAD = "left_click(start_box='[520,100]')"  # pad C: pressing it changes nothing else
 DRIVER = Path(__file__).with_name("window_driver.py")
 ACCENT_RGB = np.array([int(ACCENT[i:i + 2], 16) for i in (1, 3, 5)])
-
-
-@pytest.fixture(scope="module")
-def display() -> Iterator[VirtualDisplay]:
-    require_x_tools()
-    with VirtualDisplay(1024, 768) as virtual:
-        yield virtual
-
-
-@pytest.fixture
-def app(display: VirtualDisplay) -> Iterator[TkApp]:
-    application = TkApp(display.name)
-    try:
-        yield application
-    finally:
-        application.close()
 
 
 def reply(thought: str, call: str) -> str:

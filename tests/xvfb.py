@@ -10,13 +10,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 from glmv_agent.actions import Point, Target
-from glmv_agent.envs._xvfb import stop_process
+from glmv_agent.envs._xvfb import VirtualDisplay, stop_process
 from glmv_agent.geometry import pixel_to_normalized
 
 APP = Path(__file__).with_name("desktop_app.py")
@@ -122,3 +123,21 @@ class TkApp:
         for stream in (self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()
+
+
+# Fixtures for the modules that drive the assistant on a 1024x768 display with the Tk app
+# (import them by name: `from xvfb import app, display`).
+@pytest.fixture(scope="module")
+def display() -> Iterator[VirtualDisplay]:
+    require_x_tools()
+    with VirtualDisplay(1024, 768) as virtual:
+        yield virtual
+
+
+@pytest.fixture
+def app(display: VirtualDisplay) -> Iterator[TkApp]:
+    application = TkApp(display.name)
+    try:
+        yield application
+    finally:
+        application.close()
