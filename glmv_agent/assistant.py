@@ -78,10 +78,6 @@ class AssistantEvents:
         """A task or question could not run (backend down, no display...)."""
 
 
-def _no_guard() -> AbstractContextManager[None]:
-    return contextlib.nullcontext()
-
-
 def inside(point: tuple[float, float], area: Area) -> bool:
     left, top, width, height = area
     return left <= point[0] < left + width and top <= point[1] < top + height
@@ -93,7 +89,7 @@ class AnnouncingEnv(Environment):
     def __init__(self, inner: Environment, announce: Callable[[str], None], *,
                  delay: float = 1.0, marker: Callable[[float, float, float, str], None] | None = None,
                  events: AssistantEvents | None = None,
-                 capture_guard: Callable[[], AbstractContextManager[Any]] = _no_guard,
+                 capture_guard: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
                  keep_out: Callable[[], Area | None] = lambda: None,
                  hold: Callable[[], None] = lambda: None) -> None:
         super().__init__()
@@ -167,7 +163,7 @@ class DesktopAssistant:
                  output: Callable[[str], None] = print,
                  on_take_over: Callable[[str], None] | None = None,
                  hotkeys: bool = True, events: AssistantEvents | None = None,
-                 capture_guard: Callable[[], AbstractContextManager[Any]] = _no_guard,
+                 capture_guard: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
                  keep_out: Callable[[], Area | None] = lambda: None) -> None:
         agent_kwargs = dict(agent_kwargs or {})
         self.backend = make_backend(model, model_name=agent_kwargs.pop("model_name", None),

@@ -141,7 +141,9 @@ class AssistantWindow(AssistantEvents):
             geometry = f"{width}x{height}+{max(0, x)}+{max(0, y)}"
         root.geometry(geometry)
         root.protocol("WM_DELETE_WINDOW", self.close)
-        root.bind("<Configure>", lambda _event: self._remember_area())
+        # Every widget's Configure event reaches the root's binding too: only the root's counts.
+        root.bind("<Configure>",
+                  lambda event: self._remember_area() if event.widget is root else None)
 
         header = tk.Frame(root, bg=ACCENT, height=6)
         header.pack(fill="x")
@@ -457,7 +459,8 @@ class AssistantWindow(AssistantEvents):
     def thinking(self, delta: str) -> None:
         def show() -> None:
             self.thinking_text.insert("end", delta)
-            excess = len(self.thinking_text.get("1.0", "end")) - MAX_THINKING_CHARS
+            # Counted by Tk, not by copying the whole pane out on every streamed piece.
+            excess = int(self.thinking_text.count("1.0", "end", "chars")[0]) - MAX_THINKING_CHARS
             if excess > 0:
                 self.thinking_text.delete("1.0", f"1.0 + {excess} chars")
             self.thinking_text.see("end")
