@@ -298,10 +298,7 @@ class Session:
 
         screenshot = self._env().observe().screenshot
         raw = self.settings.backend.complete([message("user", image(screenshot), question)])
-        _thinking, answer = split_response(raw)
-        for marker in ("<|begin_of_box|>", "<|end_of_box|>"):
-            answer = answer.replace(marker, "")
-        return answer.strip()
+        return split_response(raw)[1]  # thinking split off, box markers removed, stripped
 
     def _locate(self, description: str) -> dict[str, Any]:
         task = CLICK_TASK.format(description=description)
