@@ -97,22 +97,39 @@ def check_supported(mode: str, name: str, in_features: int, out_features: int,
                           f"out_features must be a multiple of {row_multiple}; use quantize='int8'")
 
 
-class Int8Linear(nn.Module):
+class _QuantizedBase(nn.Module):
+    """What Int8Linear and Int4Linear share: the shape, the bias buffer, the output's tail."""
+
+    bias: torch.Tensor | None
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+
+    def _register_bias(self, has_bias: bool, device: torch.device, dtype: torch.dtype) -> None:
+        self.register_buffer("bias", torch.zeros(self.out_features, dtype=dtype, device=device)
+                             if has_bias else None)
+
+    def _finish_output(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """out [rows, out_features] + bias, shaped as x with out_features last."""
+        if self.bias is not None:
+            out = out + self.bias.to(x.dtype)
+        return out.view(*x.shape[:-1], self.out_features)
+
+
+class Int8Linear(_QuantizedBase):
     """y = x @ (q * scale).T + bias, q int8 [out, in], one scale per output row."""
 
     qweight: torch.Tensor
     scales: torch.Tensor
-    bias: torch.Tensor | None
 
     def __init__(self, in_features: int, out_features: int, has_bias: bool,
                  device: torch.device, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
+        super().__init__(in_features, out_features)
         self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8,
                                                     device=device))
         self.register_buffer("scales", torch.ones(out_features, dtype=dtype, device=device))
-        self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, device=device)
-                             if has_bias else None)
+        self._register_bias(has_bias, device, dtype)
 
     @torch.no_grad()
     def quantize_rows(self, start: int, rows: torch.Tensor) -> None:
@@ -140,15 +157,13 @@ class Int8Linear(nn.Module):
             # int8 codes are exact in bf16/fp16/fp32; the row scale applies to the output.
             out = _chunked_linear(flat, self.out_features, lambda s, e: self.qweight[s:e].to(x.dtype),
                                   scales)
-        if self.bias is not None:
-            out = out + self.bias.to(x.dtype)
-        return out.view(*x.shape[:-1], self.out_features)
+        return self._finish_output(out, x)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
-class Int4Linear(nn.Module):
+class Int4Linear(_QuantizedBase):
     """y = x @ W.T + bias, W stored as 4-bit codes in groups of INT4_GROUP_SIZE along `in`.
 
     `qweight` is the kernel's packed layout for the device (CPU: uint8 [out, in/2], packed
@@ -158,19 +173,16 @@ class Int4Linear(nn.Module):
 
     qweight: torch.Tensor
     scales_and_zeros: torch.Tensor
-    bias: torch.Tensor | None
 
     def __init__(self, in_features: int, out_features: int, has_bias: bool,
                  device: torch.device, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
+        super().__init__(in_features, out_features)
         self.groups = in_features // INT4_GROUP_SIZE
         self.register_buffer("qweight", torch.zeros(out_features, in_features // 2,
                                                     dtype=torch.uint8, device=device))
         self.register_buffer("scales_and_zeros", torch.zeros(self.groups, out_features, 2,
                                                              dtype=dtype, device=device))
-        self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, device=device)
-                             if has_bias else None)
+        self._register_bias(has_bias, device, dtype)
         self.packed = False
 
     @torch.no_grad()
@@ -228,9 +240,7 @@ class Int4Linear(nn.Module):
         else:
             out = _chunked_linear(flat, self.out_features, lambda s, e: _dequantize_int4_cpu(
                 self.qweight[s:e], self.scales_and_zeros[:, s:e], x.dtype))
-        if self.bias is not None:
-            out = out + self.bias.to(x.dtype)
-        return out.view(*x.shape[:-1], self.out_features)
+        return self._finish_output(out, x)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
