@@ -28,7 +28,6 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +42,9 @@ from .backends.base import Backend
 from .dialects.base import Step
 from .envs.base import Environment
 from .errors import EnvError, InputError, TaskFailedError
-from .page_agent import ASSERT_TASK, CLICK_TASK, QUERY_TASK, SUCCESS_STATUSES, verdict
+from .page_agent import (  # _slug: the same trace-directory names as PageAgent commands
+    ASSERT_TASK, CLICK_TASK, QUERY_TASK, SUCCESS_STATUSES, _slug, verdict,
+)
 from .policy import Policy
 from .trace import StepRecord
 
@@ -118,10 +119,6 @@ def step_line(record: StepRecord) -> str:
     action = describe_action(record.action) if record.action else "(no action)"
     detail = f" ({record.detail})" if record.detail else ""
     return f"{record.index}. {action}: {record.outcome}{detail}"
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "command"
 
 
 def check_env_kind(kind: Any, allowed: tuple[str, ...]) -> str:
