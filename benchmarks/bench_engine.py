@@ -67,6 +67,20 @@ def peak_rss_mb() -> float:
     return int(status.split("VmHWM:")[1].split()[0]) / 1024  # kB
 
 
+def transformers_inputs(tokenizer: Any, image_processor: Any, image: Any, image_token_id: int) -> dict[str, Any]:
+    """What transformers' Glm4vProcessor returns for one image + PROMPT, built from its image
+    processor and tokenizer (the processor needs torchvision for its video half)."""
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]
+    text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    pixels = image_processor(images=[image], return_tensors="pt")
+    n = int(pixels["image_grid_thw"][0].prod()) // image_processor.merge_size ** 2
+    text = text.replace("<|image|>", "<|image|>" * n, 1)
+    encoded = tokenizer(text, return_tensors="pt")
+    # 1 marks image placeholders (transformers' processor returns this for mRoPE).
+    mm_types = (encoded["input_ids"] == image_token_id).long()
+    return {**encoded, **pixels, "mm_token_type_ids": mm_types}
+
+
 # ----------------------------------------------------------------------------- workers
 
 
@@ -129,17 +143,10 @@ class Theirs:
         self.image_processor = Glm4vImageProcessorPil.from_pretrained(ckpt)
         self.tokenizer = AutoTokenizer.from_pretrained(ckpt)
         self.shot = screenshot()
-        self.chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]
 
     def preprocess(self) -> dict[str, Any]:
-        text = self.tokenizer.apply_chat_template(self.chat, tokenize=False, add_generation_prompt=True)
-        pixels = self.image_processor(images=[self.shot], return_tensors="pt")
-        n = int(pixels["image_grid_thw"][0].prod()) // self.image_processor.merge_size ** 2
-        text = text.replace("<|image|>", "<|image|>" * n, 1)
-        encoded = self.tokenizer(text, return_tensors="pt")
-        # 1 marks image placeholders (transformers' processor returns this for mRoPE).
-        mm_types = (encoded["input_ids"] == self.model.config.image_token_id).long()
-        return {**encoded, **pixels, "mm_token_type_ids": mm_types}
+        return transformers_inputs(self.tokenizer, self.image_processor, self.shot,
+                                   self.model.config.image_token_id)
 
     def prefill(self, inputs: dict[str, Any]) -> float:
         import torch

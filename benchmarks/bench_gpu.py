@@ -191,21 +191,17 @@ class Theirs:
         self.device = device
         self.static = static
         # transformers' Glm4vProcessor needs torchvision for its video half; build the same
-        # inputs from its image processor + tokenizer, as bench_engine.py does.
+        # inputs from its image processor + tokenizer (bench_engine.transformers_inputs).
         self.image_processor = Glm4vImageProcessorPil.from_pretrained(directory)
         self.tokenizer = AutoTokenizer.from_pretrained(directory)
         self.image = image
-        self.chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]
 
     def inputs(self) -> dict[str, Any]:
-        text = self.tokenizer.apply_chat_template(self.chat, tokenize=False, add_generation_prompt=True)
-        pixels = self.image_processor(images=[self.image], return_tensors="pt")
-        n = int(pixels["image_grid_thw"][0].prod()) // self.image_processor.merge_size ** 2
-        text = text.replace("<|image|>", "<|image|>" * n, 1)
-        encoded = self.tokenizer(text, return_tensors="pt")
-        mm_types = (encoded["input_ids"] == self.model.config.image_token_id).long()
-        return {k: v.to(self.device) for k, v in
-                {**encoded, **pixels, "mm_token_type_ids": mm_types}.items()}
+        from bench_engine import transformers_inputs  # this script's folder is on sys.path
+
+        inputs = transformers_inputs(self.tokenizer, self.image_processor, self.image,
+                                     self.model.config.image_token_id)
+        return {k: v.to(self.device) for k, v in inputs.items()}
 
     def _generate(self, inputs: dict[str, Any], tokens: int, processors: list[Any]) -> Any:
         import transformers
