@@ -120,6 +120,18 @@ def post_in_threads(url: str, bodies: list[dict[str, Any]]) -> tuple[list[thread
     return threads, results
 
 
+def post_queued(served: Served, bodies: list[dict[str, Any]]) -> tuple[list[Any], int]:
+    """POST `bodies` while a blocker holds the engine, so they all queue before any runs;
+    returns their responses and how many batches had run before them."""
+    with blocker(served):
+        threads, results = post_in_threads(served.v1, bodies)
+        wait_until(lambda: served.scheduler.waiting == len(bodies), "the requests did not queue")
+        sizes_before = len(served.scheduler.batch_sizes)
+    for thread in threads:
+        thread.join(300)
+    return results, sizes_before
+
+
 def png_data_url(size: tuple[int, int] = (64, 48), color: str = "red") -> str:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format="PNG")
@@ -353,12 +365,7 @@ def test_queued_requests_are_batched_and_equal_their_solo_answers(served: Served
     alone = [solo(engine, c, max_new_tokens=6) for c in engine_chats]
     expected = [(r.text, r.completion_tokens, r.prompt_tokens) for r in alone]
     bodies = [{"messages": c, "max_tokens": 6, "temperature": 0} for c in chats]
-    with blocker(served):
-        threads, results = post_in_threads(served.v1, bodies)
-        wait_until(lambda: served.scheduler.waiting == 4, "the four requests did not queue")
-        sizes_before = len(served.scheduler.batch_sizes)
-    for thread in threads:
-        thread.join(300)
+    results, sizes_before = post_queued(served, bodies)
     got = [(r.json()["choices"][0]["message"]["content"], r.json()["usage"]["completion_tokens"],
             r.json()["usage"]["prompt_tokens"]) for r in results]
     assert got == expected
@@ -377,24 +384,14 @@ def test_different_settings_are_batched_apart_and_honoured(served: Served, engin
               {"messages": user("Other"), "max_tokens": 8, "temperature": 0, "seed": 5},  # greedy: seed irrelevant
               {"messages": user("Settings"), "max_tokens": 3, "temperature": 0},
               {"messages": user("Settings"), "max_tokens": 8, "temperature": 0, "stop": [stop]}]
-    with blocker(served):
-        threads, results = post_in_threads(served.v1, bodies)
-        wait_until(lambda: served.scheduler.waiting == 4, "the requests did not queue")
-        sizes_before = len(served.scheduler.batch_sizes)
-    for thread in threads:
-        thread.join(300)
+    results, sizes_before = post_queued(served, bodies)
     assert [r.json()["choices"][0]["message"]["content"] for r in results] == expected
     assert sorted(list(served.scheduler.batch_sizes)[sizes_before:]) == [1, 1, 2]
 
 
 def test_seeded_sampling_runs_alone_and_reproduces(served: Served) -> None:
     body = {"messages": user("Sample"), "max_tokens": 6, "temperature": 1.0, "seed": 42}
-    with blocker(served):
-        threads, results = post_in_threads(served.v1, [body, body, {**body, "seed": 43}])
-        wait_until(lambda: served.scheduler.waiting == 3, "the requests did not queue")
-        sizes_before = len(served.scheduler.batch_sizes)
-    for thread in threads:
-        thread.join(300)
+    results, sizes_before = post_queued(served, [body, body, {**body, "seed": 43}])
     texts = [r.json()["choices"][0]["message"]["content"] for r in results]
     assert texts[0] == texts[1] != texts[2]
     assert list(served.scheduler.batch_sizes)[sizes_before:] == [1, 1, 1]
