@@ -9,13 +9,13 @@ in-process (the engine options the local backend derives, on a tiny real checkpo
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from scripted_env import FormEnv
-from test_backend_openai import ScriptedServer, completion
+from test_backend_openai import (  # server: the scripted HTTP server fixture
+    ScriptedServer, completion, server,  # noqa: F401
+)
 
 from glmv_agent.agent import Agent
 from glmv_agent.dialects import get_dialect
@@ -36,16 +36,6 @@ PLATFORM = {"glm-4.1v": "pc", "glm-4.5v": "pc", "autoglm-phone": "mobile"}
 def test_each_dialect_declares_its_official_sampling(family: str, platform: str,
                                                      expected: dict) -> None:
     assert get_dialect(family, platform).generation_defaults() == expected
-
-
-@pytest.fixture
-def server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 @pytest.mark.parametrize("family", ["glm-4.1v", "glm-4.5v", "autoglm-phone"])
