@@ -90,7 +90,7 @@ class Policy:
             x, y = point.x, point.y
             if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
                 raise ActionRefusedError(f"point ({x}, {y}) is outside the screenshot [0, 1]")
-            ex, ey = observation.env_point(target)
+            ex, ey = mapping.to_env(point)
             if not mapping.contains_env(ex, ey):
                 raise ActionRefusedError(
                     f"point ({x}, {y}) maps to ({ex:.1f}, {ey:.1f}), outside the screen"
