@@ -220,16 +220,15 @@ def load(path: str | Path, device: str | torch.device = "auto", dtype: str | tor
     defaults = read_generation_defaults(directory, model.config.eos_token_ids)
     logger.info("engine ready: %s on %s (%s%s)", directory, target, model.dtype,
                 f", {quantize_summary(model)}" if quantize else "")
+    step: dict[str, Any] = {}
     if compile:
         from .compiled import CompiledDecodeStep  # lazy: torch.compile machinery only when asked
 
-        step = CompiledDecodeStep(model)
-        step.warm_up()
-        return Glm4vEngine(model, processor, defaults, path=directory, step_fn=step,
-                           new_cache=step.new_cache, cache_bytes=cache_bytes,
-                           prefix_cache_bytes=prefix_cache_bytes)
+        compiled = CompiledDecodeStep(model)
+        compiled.warm_up()
+        step = {"step_fn": compiled, "new_cache": compiled.new_cache}
     return Glm4vEngine(model, processor, defaults, path=directory, cache_bytes=cache_bytes,
-                       prefix_cache_bytes=prefix_cache_bytes)
+                       prefix_cache_bytes=prefix_cache_bytes, **step)
 
 
 # ---- module-level convenience: one cached engine per (path, device, dtype) -------------
