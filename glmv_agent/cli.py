@@ -279,6 +279,16 @@ def resolve_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     return path, {}
 
 
+def load_backend(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The backend the model arguments name, and the remaining agent keyword arguments."""
+    from .backends import make_backend
+
+    model, agent_kwargs = resolve_model(args)
+    backend = make_backend(model, model_name=agent_kwargs.pop("model_name", None),
+                           **(agent_kwargs.pop("backend_options", None) or {}))
+    return backend, agent_kwargs
+
+
 def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     if getattr(args, "max_new_tokens", None):
@@ -341,12 +351,8 @@ def _parse_viewport(text: str) -> tuple[int, int]:
 def cmd_run(args: argparse.Namespace) -> int:
     from .agent import Agent
 
-    from .backends import make_backend
-
-    model, agent_kwargs = resolve_model(args)
     # The model first: a broken checkpoint or URL fails before a browser is started.
-    backend = make_backend(model, model_name=agent_kwargs.pop("model_name", None),
-                           **(agent_kwargs.pop("backend_options", None) or {}))
+    backend, agent_kwargs = load_backend(args)
     env = open_env(args)
     try:
         agent = Agent(
@@ -462,14 +468,11 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 def mcp_settings(args: argparse.Namespace) -> Any:
     """`glmv-agent mcp`'s AgentSettings: the model, loaded once before serving, and the
     agent and environment options of `run`."""
-    from .backends import make_backend
     from .sessions import AgentSettings
 
     if args.max_steps < 1:
         raise ConfigError(f"--max-steps must be at least 1, got {args.max_steps}")
-    model, agent_kwargs = resolve_model(args)
-    backend = make_backend(model, model_name=agent_kwargs.pop("model_name", None),
-                           **(agent_kwargs.pop("backend_options", None) or {}))
+    backend, agent_kwargs = load_backend(args)
 
     def open_env_for(kind: str, url: str | None) -> Any:
         return open_env(argparse.Namespace(**{**vars(args), "env": kind, "url": url}))
