@@ -107,7 +107,6 @@ class BatchScheduler:
         self.batch_wait_s = batch_wait_s
         self.admitted = 0
         self.arriving = 0  # requests whose body is being read and validated (not admitted yet)
-        self.running = 0
         self.batch_sizes: deque[int] = deque(maxlen=256)  # of recent batches (/health, tests)
         self.abandoned = 0  # batches stopped because every client had gone
         self._waiting: deque[Ticket] = deque()
@@ -147,6 +146,11 @@ class BatchScheduler:
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        """Requests in the batch being generated."""
+        return len(self._running_batch)
 
     # ---- queue -----------------------------------------------------------------------
 
@@ -208,12 +212,10 @@ class BatchScheduler:
                 self._gather()
                 batch = self._next_batch()
                 self._running_batch = batch
-                self.running = len(batch)
             if batch:
                 self._generate(batch)
             with self._lock:
                 self._running_batch = []
-                self.running = 0
 
     def _generate(self, batch: list[Ticket]) -> None:
         """Run one batch; if it fails, run its requests alone so one bad request fails alone."""
