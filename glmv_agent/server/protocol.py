@@ -2,7 +2,7 @@
 
 A request body is validated here, before any work: field types and ranges (pydantic, strict,
 so `"stream": "false"` is an error, not a truthy string), fields that would change the result
-but are not implemented (`tools`, `logprobs`, `n > 1`, penalties...) rejected with a 400 that
+but are not implemented (`tools`, `logprobs`, `n > 1`, `logit_bias`...) rejected with a 400 that
 names them, harmless ones (`user`, `metadata`, `store`...) accepted. Image parts stay URLs
 here (`ImageRef`); `images.py` turns them into pixels after the request is admitted.
 """
@@ -227,8 +227,8 @@ def parse_chat_request(body: dict[str, Any], config: ServerConfig) -> ChatJob:
     rejected = rejected_fields(body)
     if rejected:
         raise RequestError(f"unsupported field(s) {', '.join(rejected)}: this server cannot honour them "
-                           "(no tool calling, log-probabilities, several choices or presence/frequency "
-                           "penalties); remove them", param=rejected[0])
+                           "(no tool calling, log-probabilities, several choices, logit bias or "
+                           "constrained decoding); remove them", param=rejected[0])
     try:
         request = ChatCompletionRequest.model_validate(body)
     except ValidationError as exc:
