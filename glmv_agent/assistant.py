@@ -227,11 +227,7 @@ class DesktopAssistant:
     def _answer(self, messages: list[Any]) -> str:
         from .dialects._syntax import split_response
 
-        raw = self.backend.complete(messages)
-        _thinking, answer = split_response(raw)
-        for marker in ("<|begin_of_box|>", "<|end_of_box|>"):
-            answer = answer.replace(marker, "")
-        answer = answer.strip()
+        _thinking, answer = split_response(self.backend.complete(messages))  # box markers go too
         self.output(f"answer: {answer}")
         self.events.answered(answer)
         return answer
