@@ -10,7 +10,7 @@ with a bare playwright loop in the same process and on the same page that does w
 hand-written script needs: a screenshot, the same click or typing at the same place the
 agent acted, and `wait_for_load_state()`.
 
-Desktop: a Tk app (tests/desktop_app.py) under Xvfb (1280x720), answered by recorded
+Desktop: a Tk app (tests/support/desktop_app.py) under Xvfb (1280x720), answered by recorded
 GLM-4.1V PC clicks on pads whose look does not change (a static screen). The bare loop
 is an mss screenshot plus the same pyautogui click; the agent's overhead is its non-model
 time minus that.
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 
 from glmv_agent.agent import Agent  # noqa: E402
 from glmv_agent.backends.replay import ReplayBackend  # noqa: E402

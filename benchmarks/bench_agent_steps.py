@@ -3,7 +3,7 @@
     flock /tmp/heavy.lock python benchmarks/bench_agent_steps.py            # real-width ckpt
     python benchmarks/bench_agent_steps.py --checkpoint DIR --dtype float32  # any checkpoint
 
-Three sequences, their prompts built by the project's own dialects (tests/agent_episodes.py):
+Three sequences, their prompts built by the project's own dialects (tests/support/agent_episodes.py):
 a 5-step GLM-4.1V PC episode (1280x720 screenshots, up to 4 half-size history ones), a
 5-turn AutoGLM-Phone episode (540x1200 screenshots) and PageAgent's act / query / assert on
 one 1280x720 page (GLM-4.1V web prompt). One engine, one process; every step runs with the
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 
 from agent_episodes import page_sequence, pc_episode, phone_episode, screen  # noqa: E402
 

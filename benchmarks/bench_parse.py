@@ -21,7 +21,7 @@ from glmv_agent.errors import ParseError
 COMBOS = [("glm-4.1v", "mobile"), ("glm-4.1v", "pc"), ("glm-4.1v", "web"),
           ("glm-4.5v", "mobile"), ("glm-4.5v", "pc"), ("glm-4.5v", "web"),
           ("autoglm-phone", "mobile")]
-# Fragments a looping model repeats (the same list as tests/test_dialects_hostile.py).
+# Fragments a looping model repeats (the same list as tests/unit/test_dialects_hostile.py).
 FRAGMENTS = [
     "I'll click left_click(start_box='[100,200]', element_info='it's here' ",
     "type(content='Don't stop') key(keys='ctrl+",

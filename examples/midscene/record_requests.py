@@ -7,8 +7,8 @@ It listens on 127.0.0.1, speaks just enough of the OpenAI chat-completions API, 
 request body as `NN-<kind>.json` (kind: locate, query, assert, plan) with every screenshot
 moved to its own `screenshot-N.jpg` and referenced as `data:image/jpeg;base64,@screenshot-N.jpg`,
 and answers with a canned reply in the format Midscene expects for that kind, so the demo
-runs to its end. No model is involved. tests/data/midscene/ was captured this way from
-Midscene.js 1.13.1; tests/test_midscene_requests.py replays it against `glmv-agent serve`.
+runs to its end. No model is involved. tests/support/data/midscene/ was captured this way from
+Midscene.js 1.13.1; tests/e2e/test_midscene_requests.py replays it against `glmv-agent serve`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Input commands (`input tap`, `input swipe`, ...) are built by `glmv_agent.envs.a
 which is the only user of this module.
 
 What was verified: the command lines and the host protocol against the real adb 29.0.6
-client talking to a scripted fake adb server (tests/fake_adb_server.py), and the parsers
+client talking to a scripted fake adb server (tests/support/fake_adb_server.py), and the parsers
 against hand-reconstructed outputs of Android 12-14 devices. Nothing here has been run
 against a real phone or emulator in this project's tests.
 """

@@ -9,7 +9,7 @@ Unicode text) when it is installed, switching back to the user's keyboard afterw
 otherwise `input text`, which can only type ASCII.
 
 What was verified, and how: every command this module sends was checked byte for byte as
-it arrives at a scripted fake adb server (tests/fake_adb_server.py) from the real adb
+it arrives at a scripted fake adb server (tests/support/fake_adb_server.py) from the real adb
 29.0.6 client binary; the parsers were checked on hand-reconstructed Android 12-14
 outputs. Nothing was run on a real phone or emulator: device-side behaviour (how long
 `input` takes, whether two `input tap`s register as a double tap, vendor lock screens,

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 
 # The oldest torch the engine runs on: text attention calls
 # F.scaled_dot_product_attention(..., enable_gqa=True), new in torch 2.5. pyproject's
-# `local` extra says the same (tests/test_newcomer.py keeps the two equal).
+# `local` extra says the same (tests/e2e/test_newcomer.py keeps the two equal).
 MIN_TORCH = "2.5"
 
 

@@ -29,7 +29,7 @@ What is and is not reused:
 - Generated tokens are not stored (AutoGLM drops the past screenshot, so the next turn
   diverges before the previous answer anyway).
 
-Exactness (tests/test_glm4v_caches.py): logits with the caches on are a cold run's up to
+Exactness (tests/engine/test_glm4v_caches.py): logits with the caches on are a cold run's up to
 float rounding -- fp32 within 3e-6 over the agent sequences tested; bf16 as close as two cold
 runs of one prompt (alone vs in a padded batch): the rest of the prompt runs as a shorter
 prefill attending through a mask, another kernel order. Greedy tokens are the same.

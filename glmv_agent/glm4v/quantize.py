@@ -321,7 +321,7 @@ def _dequantize_int4_cpu(packed: torch.Tensor, scales_and_zeros: torch.Tensor,
 
     That layout (torch 2.5+, out_features % 64 == 0): per block of 64 output rows, for each
     input column k, 32 bytes; byte i holds row i of the block in its low nibble and row 32 + i
-    in its high nibble (checked against torch's packer in tests/test_glm4v_quantize.py).
+    in its high nibble (checked against torch's packer in tests/engine/test_glm4v_quantize.py).
     Done `blocks_per_step` blocks at a time so the intermediates stay in cache (about 2x
     faster here than whole-matrix passes).
     """
