@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Agent": ".agent",
     "RunResult": ".agent",
+    "RunState": ".run_state",
     "parse": ".dialects",
     "get_dialect": ".dialects",
     "Step": ".dialects.base",

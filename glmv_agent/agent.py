@@ -1,12 +1,23 @@
-"""The agent loop: observe, prompt, ask the model, parse, check, execute, record, repeat.
+"""The agent loop: observe, prompt, ask the model, gate, execute, apply, record, repeat.
 
     agent = Agent("http://127.0.0.1:8000/v1", env, model_name="glm-4.5v", family="glm-4.5v")
     result = agent.run("Open the settings and turn on dark mode")
 
 `run` blocks until the model finishes or a limit is hit; `iter_run` yields each
 `StepRecord` as it ends; `start` + `step` drive it one step at a time. `pause`, `unpause`
-and `stop` may be called from another thread. Every step is on disk (see `trace.py`)
-before the next one starts, and `resume_run(trace_dir)` continues an interrupted run.
+and `stop` may be called from another thread.
+
+`Agent.step` reads top to bottom: observe the environment; build the dialect's messages
+(with the notes the model has not seen yet); ask the model (`model_call.py`: mask, call,
+stream, parse, re-ask, time out); gate the action (loop guard, policy, confirmation) into
+an `Outcome` value (`outcome.py`); execute it if the gate let it through; apply the
+outcome to the `RunState` (`run_state.py`; `_apply` is the only place that decides the
+run's end); record the step. Data flows one way: no phase reaches back into another.
+
+Every step is on disk (see `trace.py`) before the next one starts, and
+`resume_run(trace_dir)` continues an interrupted run. `agent.state.to_dict()` is the whole
+run as JSON-safe data (secrets masked); `resume_run(RunState.from_dict(dump))` continues
+it, in another Agent or process.
 
 Bad model output is never executed: an unparseable answer is re-asked
 (`max_parse_retries`), an action outside the screen or the policy is refused and the model
@@ -15,8 +26,7 @@ told, a sensitive action waits for `confirm`.
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import copy
 import logging
 import re
 import threading
@@ -24,9 +34,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, NamedTuple
 
-import numpy as np
 from PIL import Image
 from pydantic import BaseModel, Field
 
@@ -35,32 +44,33 @@ from .backends import make_backend
 from .backends.base import BackendProtocol, GenerationParams
 from .dialects.base import Dialect, HistoryItem, Step
 from .dialects.elements import elements_text
-from .envs.base import Environment, Observation, Platform, same_screen, screen_thumbnail
+from .envs.base import Environment, Observation, Platform
 from .errors import (
-    ActionError, ActionRefusedError, BackendError, ConfigError, GlmvAgentError, ParseError,
-    StoppedError,
+    ActionError, ActionRefusedError, BackendError, ConfigError, GlmvAgentError, StoppedError,
 )
 from .messages import Message, inert_text
+from .model_call import ModelCall
+from .outcome import (
+    FINISHED_STATUSES, ActionFailed, Denied, Errored, Executed, Finished, HandedBack, LoopNudge,
+    LoopStopped, Outcome, Proceed, Refused, RunEnd, RunStatus, Stopped, Unparseable,
+)
 from .policy import Policy
+from .run_state import RunState
 from .secrets import SecretVault, activate, deactivate
-from .trace import Attempt, RunInfo, StepRecord, TraceReader, TraceWriter, prompt_summary
+from .trace import RUN_FILE, STEPS_FILE, RunInfo, StepRecord, TraceReader, TraceWriter
 from .trace import HISTORY_OUTCOMES, UNEXECUTED_OUTCOMES, history_observation, screenshot_name
 from .trace import quarantine_torn_tail
 
 logger = logging.getLogger("glmv_agent")
 
-# "unparseable": the model's answers never parsed (a model failure, not the environment's
-# or the backend's, which end the run as "error").
-RunStatus = Literal[
-    "success", "answered", "infeasible", "max_steps", "stopped", "loop", "error", "refused",
-    "unparseable",
-]
+__all__ = ["Agent", "RunResult", "RunStatus", "FINISHED_STATUSES", "MAX_CONSECUTIVE_FAILURES",
+           "ConfirmCallback", "TakeOverCallback"]
+
 ConfirmCallback = Callable[[BaseAction, Step], bool]
 TakeOverCallback = Callable[[str], None]
 
 # Consecutive refused / denied / failed actions before the run ends as "refused".
 MAX_CONSECUTIVE_FAILURES = 3
-FINISHED_STATUSES = frozenset({"success", "answered", "infeasible"})
 
 
 class RunResult(BaseModel):
@@ -72,6 +82,13 @@ class RunResult(BaseModel):
     trace_dir: str | None = None
     error: str | None = None
     timings: dict[str, Any] = Field(default_factory=dict)  # total, model, steps: [...]
+
+
+class _Answered(NamedTuple):
+    """The model's parsed answer and the observation it answered (for the history)."""
+
+    step: Step
+    observation: Observation
 
 
 class Agent:
@@ -89,13 +106,15 @@ class Agent:
     model_ttft / model_thinking_end when the backend streams, parse, policy, execute,
     settle, record, total). A sensitive action is executed
     only if `confirm(action, step)` returns True; without `confirm` it is denied, and with
-    `stop_on_denial=True` a denial ends the run as "refused".
+    `stop_on_denial=True` a denial ends the run as "refused". `policy` is copied (deeply):
+    the caller's `Policy` is never changed, and may be shared with other agents.
 
     Secrets: `secrets={"name": "value"}` lets the model type `{{name}}`; the value is put
-    in only at execution and masked in prompts, answers, logs and traces. Screenshots are
-    NOT masked: once a secret is typed into a field that shows its text (anything but a
-    password field), later screenshots show it to the model and the trace PNGs keep it.
-    Type secrets into password fields only, or pass `trace=False` where that matters.
+    in only at execution and masked in prompts, answers, logs, traces and state dumps.
+    Screenshots are NOT masked: once a secret is typed into a field that shows its text
+    (anything but a password field), later screenshots show it to the model and the trace
+    PNGs (and the history screenshots of a state dump) keep it. Type secrets into password
+    fields only, or pass `trace=False` where that matters.
     """
 
     def __init__(
@@ -170,8 +189,9 @@ class Agent:
         self.vault = SecretVault(secrets)
         self.trace_dir = Path(trace_dir) if trace_dir is not None else None
         self.trace = trace
-        # A copy: the caller's Policy may be shared with other agents.
-        self.policy = dataclasses.replace(policy) if policy is not None else Policy()
+        # A deep copy: the caller's Policy (its lists and sets too) may be shared with
+        # other agents, and the options below must not reach it.
+        self.policy = copy.deepcopy(policy) if policy is not None else Policy()
         if allowed_domains is not None:
             self.policy.allowed_domains = list(allowed_domains)
         if max_text_length is not None:
@@ -209,24 +229,11 @@ class Agent:
     # -- public API ------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget the current task and history (the environment is left as it is)."""
-        self._task: str | None = None
-        self._records: list[StepRecord] = []
-        self._history: list[HistoryItem] = []
-        self._notes: list[str] = []
+        self._state: RunState | None = None
         self._image_names: dict[int, str] = {}
         self._image_refs: list[Image.Image] = []  # keep ids in _image_names valid
         self._writer: TraceWriter | None = None
-        self._status: RunStatus | None = None
-        self._answer: str | None = None
-        self._error: str | None = None
         self._result: RunResult | None = None
-        self._failures = 0
-        self._actions = 0
-        self._last_key: str | None = None
-        self._last_thumb: np.ndarray | None = None
-        self._last_screenshot: str | None = None  # the file `_last_thumb` was made from
-        self._repeats = 0
-        self._nudged = False
         self._started = 0.0
         self._model_time = 0.0
         self._stop_requested.clear()
@@ -236,62 +243,58 @@ class Agent:
         if not isinstance(task, str) or not task.strip():
             raise ConfigError("task must be a non-empty string describing what to do")
         self.reset()
-        self._task = task
+        self._state = RunState(task=task, mask=self.vault.mask_obj)
         if self.trace:
             directory = self.trace_dir or _default_trace_dir(task)
-            if (directory / "steps.jsonl").exists():
+            if (directory / STEPS_FILE).exists():
                 raise ConfigError(
                     f"{directory} already holds a trace; pass another trace_dir or use "
                     "Agent.resume_run() to continue it"
                 )
-            self._writer = TraceWriter(directory, mask=self.vault.mask_obj, background=True)
-            self._writer.start(self._run_info(task))
+            self._open_trace(directory, self._run_info(task))
         self._begin()
 
     def step(self) -> StepRecord:
-        """Run one step and return its record (written to the trace before returning)."""
-        if self._task is None:
+        """Run one step and return its record (written to the trace before returning):
+        observe -> messages -> ask the model -> gate -> execute -> apply -> record."""
+        state = self._state
+        if state is None:
             raise ConfigError("call start(task) before step()")
-        if self._status is not None:
+        if state.ended:
             raise ConfigError(
-                f"this run already ended with status {self._status!r}; call start(task) "
+                f"this run already ended with status {state.status!r}; call start(task) "
                 "for a new one"
             )
-        index = (self._records[-1].index if self._records else 0) + 1
-        record = StepRecord(index=index)
+        record = StepRecord(index=state.next_index)
         began = time.monotonic()
         deadline = began + self.step_timeout if self.step_timeout else None
+        answered: _Answered | None = None
         crash: BaseException | None = None
         try:
             self._wait_if_paused()
-            self._run_step(record, deadline)
+            observation = self._observe(record)
+            messages = self._messages(observation, record)
+            step = self._ask(messages, record, deadline)
+            if step is None:
+                outcome: Outcome = Unparseable(
+                    detail=f"no usable answer after {record.retries + 1} attempts",
+                    error=f"unparseable model output: {record.error}",
+                )
+            else:
+                answered = _Answered(step, observation)
+                outcome = self._gate(step, observation, record, deadline)
+                if isinstance(outcome, Proceed):
+                    outcome = self._execute(step.action, observation, record)
         except StoppedError as exc:
-            record.outcome, record.detail = "stopped", str(exc)
-            self._finish("stopped")
+            outcome = Stopped(detail=str(exc))
         except GlmvAgentError as exc:
-            record.outcome, record.error = "error", f"{type(exc).__name__}: {exc}"
-            self._finish("error", error=record.error)
+            outcome = Errored.of(exc)
         except KeyboardInterrupt as exc:  # Ctrl+C: record it, end the run, re-raise
-            record.outcome, record.detail = "stopped", "interrupted (KeyboardInterrupt)"
-            self._finish("stopped")
-            crash = exc
+            outcome, crash = Stopped(detail="interrupted (KeyboardInterrupt)"), exc
         except Exception as exc:  # a bug or an unexpected library error: trace it, re-raise
-            record.outcome, record.error = "error", f"{type(exc).__name__}: {exc}"
-            self._finish("error", error=record.error)
-            crash = exc
-        record.timings["total"] = time.monotonic() - began
-        record.ended_at = time.time()
-        record.detail = self.vault.mask(record.detail)
-        record.resume_state = self._resume_state()
-        self._records.append(record)
-        if self._writer is not None:
-            self._writer.record(record)
-        logger.info("step %d: %s %s", index, record.outcome,
-                    (record.action or {}).get("type", ""))
-        if self._status is None and len(self._records) >= self.max_steps:
-            self._finish("max_steps")
-        if self._status is not None:
-            self._close_run()
+            outcome, crash = Errored.of(exc), exc
+        self._apply(outcome, record, answered)
+        self._record(record, began)
         if crash is not None:
             raise crash
         return record
@@ -302,7 +305,7 @@ class Agent:
         yield from self._remaining_steps()
 
     def __iter__(self) -> Iterator[StepRecord]:
-        if self._task is None:
+        if self._state is None:
             raise ConfigError("call start(task) before iterating over the agent")
         return self._remaining_steps()
 
@@ -313,43 +316,52 @@ class Agent:
         assert self._result is not None
         return self._result
 
-    def resume_run(self, trace_dir: str | Path) -> RunResult:
-        """Continue an interrupted run from its trace: same task, history rebuilt, new steps
-        appended to the same trace directory."""
-        reader = TraceReader(trace_dir)
-        info = reader.info
-        if info.status in FINISHED_STATUSES:
+    def resume_run(self, source: str | Path | RunState | dict[str, Any]) -> RunResult:
+        """Continue an interrupted run to its end, with this agent's model and environment.
+
+        `source` is the run's trace directory (same task, history rebuilt from the records
+        and screenshots, new steps appended there), or a `RunState` / its `to_dict()` dump:
+        its steps are appended to the trace it names (or this agent's `trace_dir`, or a new
+        directory) when this agent traces. A run that finished cannot be resumed; one that
+        ended on an error, a stop or a limit goes on.
+        """
+        if isinstance(source, dict):
+            source = RunState.from_dict(source)
+        if isinstance(source, RunState):
+            state, where = source, "this run state"
+        else:
+            state, where = RunState.from_trace(TraceReader(source)), f"the run in {source}"
+        if state.status in FINISHED_STATUSES:
             raise ConfigError(
-                f"the run in {trace_dir} already ended with status {info.status!r}; "
+                f"{where} already ended with status {state.status!r}; "
                 "there is nothing to resume"
             )
-        self.reset()
-        self._task = info.task
-        self._records = reader.records()
-        self._history = reader.history()
-        self._register_history_images()
-        if self._records:
-            self._restore_state(self._records[-1].resume_state, reader)
+        trace: tuple[Path, bool] | None = None  # (directory, append to the trace there)
         if self.trace:
-            torn = quarantine_torn_tail(trace_dir)
-            if torn is not None:
-                logger.warning("the last step record in %s was cut off by a crash; its bytes "
-                               "were moved to %s", trace_dir, torn.name)
-            self._writer = TraceWriter(trace_dir, mask=self.vault.mask_obj, background=True)
-            info.status, info.ended_at, info.error = "running", None, None
-            self._writer.start(info)
+            trace = self._trace_of(state) if isinstance(source, RunState) else (Path(source), True)
+        self.reset()
+        state.reopen()
+        state.mask = self.vault.mask_obj
+        self._state = state
+        self._register_history_images()
+        if trace is not None and trace[1]:
+            self._continue_trace(trace[0])
+        elif trace is not None:
+            self._open_trace(trace[0], self._run_info(state.task))
         self._begin()
         for _ in self._remaining_steps():
             pass
         assert self._result is not None
         return self._result
 
-    def resume(self, trace_dir: str | Path | None = None) -> RunResult | None:
-        """Without an argument: lift a `pause()`. With a trace directory: `resume_run`."""
-        if trace_dir is None:
+    def resume(self, source: str | Path | RunState | dict[str, Any] | None = None
+               ) -> RunResult | None:
+        """Without an argument: lift a `pause()`. With a trace directory or a run state:
+        `resume_run`."""
+        if source is None:
             self.unpause()
             return None
-        return self.resume_run(trace_dir)
+        return self.resume_run(source)
 
     def pause(self) -> None:
         """Hold the run before its next step until `unpause()` / `resume()` / `stop()`."""
@@ -369,26 +381,35 @@ class Agent:
 
     @property
     def finished(self) -> bool:
-        return self._status is not None
+        return self._state is not None and self._state.ended
 
     @property
     def result(self) -> RunResult | None:
         return self._result
 
     @property
+    def state(self) -> RunState | None:
+        """The run between steps (None before `start`); `state.to_dict()` dumps it. The
+        trace on disk is complete up to the state's last step when this returns, so that a
+        run resumed from the dump can go on in it."""
+        if self._writer is not None:
+            self._writer.flush()
+        return self._state
+
+    @property
     def history(self) -> list[HistoryItem]:
-        return list(self._history)
+        return list(self._state.history) if self._state else []
 
     @property
     def records(self) -> list[StepRecord]:
-        return list(self._records)
+        return list(self._state.records) if self._state else []
 
     def close(self) -> None:
         """Close the backend (the environment belongs to the caller)."""
         self.backend.close()
 
-    # -- the step ----------------------------------------------------------------------------
-    def _run_step(self, record: StepRecord, deadline: float | None) -> None:
+    # -- the step, phase by phase ------------------------------------------------------------
+    def _observe(self, record: StepRecord) -> Observation:
         t = time.monotonic()
         observation = self.env.observe()
         record.timings["observe"] = time.monotonic() - t
@@ -401,70 +422,99 @@ class Agent:
         t = time.monotonic()
         self._record_observation(record, observation)
         record.timings["record"] = time.monotonic() - t
+        return observation
+
+    def _messages(self, observation: Observation, record: StepRecord) -> list[Message]:
+        """The dialect's messages for this observation, with the pending notes."""
+        state = self._require_state()
         dialog = observation.extra.get("dialog")
         if isinstance(dialog, dict):  # a page dialog the web env dismissed since the last step
-            self._notes.append(
+            state.add_note(
                 f"After your last action the page showed a {dialog.get('type', 'JavaScript')} "
                 f"dialog {dialog.get('message', '')!r}, which was dismissed (Cancel)."
             )
-
         t = time.monotonic()
-        history = self._history
+        history = state.history
         if not self.dialect.shows_unexecuted():
             history = [item for item in history if item.executed]
         messages = self.dialect.build_messages(self._task_text(), observation, history)
-        messages = self._with_notes(messages)
+        messages = _with_notes(messages, state.notes)
         record.timings["prompt"] = time.monotonic() - t
         if self._writer is not None:
             # The last step is on disk before the model is asked again (crash safety);
             # by now the writer is long done with it, so this rarely waits.
             self._writer.wait_for_steps()
-        step = self._ask(messages, record, deadline)
-        self._notes = []  # shown to the model (kept if the call failed: resume shows them)
-        if step is None:
-            record.outcome = "parse_error"
-            record.detail = f"no usable answer after {record.retries + 1} attempts"
-            self._finish("unparseable", error=f"unparseable model output: {record.error}")
-            return
-        self._act(step, observation, record, deadline)
-        if record.outcome in HISTORY_OUTCOMES | UNEXECUTED_OUTCOMES:
-            self._history.append(HistoryItem(
-                step=step, screenshot=observation.model_image(),
-                observation_text=record.observation_text,
-                observation=history_observation(record.outcome, record.detail),
-                executed=record.outcome in HISTORY_OUTCOMES,
-            ))
-        if record.outcome in ("executed", "dry_run") and not step.action.agent_side:
-            if self.max_actions is not None and self._actions >= self.max_actions:
-                self._finish("success")
-            if not self.dry_run and self.settle_time:
-                t = time.monotonic()
-                self._stop_requested.wait(self.settle_time)
-                record.timings["settle"] = (record.timings.get("settle", 0.0)
-                                            + time.monotonic() - t)
+        return messages
 
-    def _act(self, step: Step, observation: Observation, record: StepRecord,
-             deadline: float | None) -> None:
-        """Check and carry out the parsed action; the outcome is left in `record`."""
+    def _ask(self, messages: list[Message], record: StepRecord,
+             deadline: float | None) -> Step | None:
+        """The model's parsed answer (None if it never parsed); see `model_call.py`."""
+        call = ModelCall(self.backend, self.dialect, self.vault, self.generation,
+                         max_parse_retries=self.max_parse_retries,
+                         model_timeout=self.model_timeout, on_text=self.on_text)
+        try:
+            step = call.ask(messages, record, deadline, self._image_names)
+        finally:
+            self._model_time += call.seconds
+        # Shown to the model now (kept if the call failed: a resume shows them).
+        self._require_state().notes_shown()
+        return step
+
+    def _gate(self, step: Step, observation: Observation, record: StepRecord,
+              deadline: float | None) -> Outcome:
+        """Whether the model's action may run: Proceed, or why not (loop guard, policy,
+        confirmation), or how the run ends (the model finished, a stop)."""
         action = step.action
         record.step = step.model_dump(mode="json")
         record.action = action.to_dict()
         record.pixel_points = observation.target_pixels(action)
         if self._stop_requested.is_set():
-            raise StoppedError("stopped before executing the model's action")
-
-        if isinstance(action, (Done, Answer, TakeOver)):
-            self._agent_action(action, record, observation, step)
-            return
-        if action.agent_side:
-            # Bookkeeping the model does for itself (e.g. AutoGLM's Note): nothing to
-            # execute, but it belongs to the history like any executed step.
-            record.outcome, record.detail = "executed", "recorded (no environment action)"
-            return
+            return Stopped(detail="stopped before executing the model's action")
+        if isinstance(action, Done):
+            return Finished(status="success" if action.success else "infeasible",
+                            answer=action.message)
+        if isinstance(action, Answer):
+            return Finished(status="answered", answer=action.text)
+        if isinstance(action, TakeOver) and self.on_take_over is None:
+            return Stopped(detail="the model asked a human to take over, but no on_take_over "
+                                  "callback was given", answer=action.message or None)
+        if isinstance(action, TakeOver) or action.agent_side:
+            return Proceed()  # nothing reaches the environment: nothing to check
         t = time.monotonic()
         try:
-            if self._is_loop(action, observation, record):
-                return
+            refusal = self._check(step, observation, record)
+        finally:
+            record.timings["policy"] = time.monotonic() - t
+        if refusal is not None:
+            return refusal
+        # Checked before asking the human: time spent confirming is not the model's fault.
+        if deadline is not None and time.monotonic() > deadline:
+            raise BackendError(
+                f"step {record.index} took longer than step_timeout={self.step_timeout}s "
+                "before its action could run; nothing was executed (raise step_timeout)"
+            )
+        if record.sensitive and not self.dry_run:
+            return self._confirmation(action, step, record)
+        return Proceed()
+
+    def _check(self, step: Step, observation: Observation,
+               record: StepRecord) -> Outcome | None:
+        """The loop guard and the policy; None if the action passes both (its
+        sensitivity is then in `record.sensitive`)."""
+        action = step.action
+        loop = self._require_state().loop
+        if self.loop_limit and loop.see(action, observation.screenshot,
+                                        record.screenshot) >= self.loop_limit:
+            if loop.nudged:
+                return LoopStopped(detail=f"the model repeated {action.type!r} {loop.repeats} "
+                                          "times on an unchanged screen, even after being told")
+            return LoopNudge(
+                detail=f"{action.type!r} repeated {loop.repeats} times; not executed",
+                note=f"You have chosen the same action ({action.type}) {loop.repeats} times "
+                     "and the screen did not change, so it is not working. Try a different "
+                     "action, or finish the task as infeasible if it cannot be done.",
+            )
+        try:
             self.policy.check(action, observation, self.env.supported_actions())
             # The field the action types into, not the one focused at the screenshot: a
             # TypeText with a target clicks there first.
@@ -473,165 +523,12 @@ class Agent:
             record.sensitive = self.policy.sensitivity(action, step, observation,
                                                        password_field=into_password)
         except ActionError as exc:
-            self._reject(record, "refused", f"refused: {exc}",
-                         f"Your action {action.type!r} was not executed: {exc}")
-            return
-        finally:
-            record.timings["policy"] = time.monotonic() - t
-        # Checked before asking the human: time spent confirming is not the model's fault.
-        if deadline is not None and time.monotonic() > deadline:
-            raise BackendError(
-                f"step {record.index} took longer than step_timeout={self.step_timeout}s "
-                "before its action could run; nothing was executed (raise step_timeout)"
-            )
-        if record.sensitive and not self.dry_run and not self._confirmed(action, step, record):
-            return
-        self._execute(action, observation, record)
-        if record.outcome in ("executed", "dry_run"):
-            self._failures = 0
-            self._actions += 1
-
-    def _ask(self, messages: list[Message], record: StepRecord,
-             deadline: float | None) -> Step | None:
-        """Ask the model, re-asking on unparseable answers; None if it never parsed."""
-        current = messages
-        record.timings["model"] = record.timings["parse"] = 0.0
-        for attempt in range(self.max_parse_retries + 1):
-            t = time.monotonic()
-            sent = self.vault.mask_messages(current)
-            if attempt == 0:
-                record.prompt = prompt_summary(sent, self._image_names)
-            record.timings["prompt"] = record.timings.get("prompt", 0.0) + time.monotonic() - t
-            t = time.monotonic()
-            text = self._call_model(sent, deadline, record.timings)
-            record.timings["model"] += time.monotonic() - t
-            self._record_prefill(record.timings)
-            t = time.monotonic()
-            try:
-                step = self.dialect.parse(text)
-            except ParseError as exc:
-                record.timings["parse"] += time.monotonic() - t
-                logger.warning("step %d: unparseable answer (%s)", record.index, exc)
-                record.attempts.append(Attempt(response=text, error=str(exc),
-                                               expected=exc.expected))
-                record.error = str(exc)
-                if attempt < self.max_parse_retries:
-                    record.retries = attempt + 1
-                    current = self.dialect.retry_messages(messages, text, exc.expected or str(exc))
-                continue
-            record.timings["parse"] += time.monotonic() - t
-            record.response = text
-            record.error = None
-            return step
+            return Refused(detail=f"refused: {exc}",
+                           note=f"Your action {action.type!r} was not executed: {exc}")
         return None
 
-    def _record_prefill(self, timings: dict[str, float]) -> None:
-        """The in-process engine's prefill seconds and prompt tokens served from its prefix
-        cache (`model_prefill`, `model_cached_tokens`), of the last call."""
-        result = getattr(self.backend, "last_result", None)
-        if result is not None and hasattr(result, "prefill_seconds"):
-            timings["model_prefill"] = float(result.prefill_seconds)
-            timings["model_cached_tokens"] = int(getattr(result, "cached_tokens", 0))
-
-    def _call_model(self, messages: list[Message], deadline: float | None,
-                    timings: dict[str, float]) -> str:
-        timeout = self.model_timeout
-        if deadline is not None:
-            left = max(0.001, deadline - time.monotonic())
-            timeout = left if timeout is None else min(timeout, left)
-        started = time.monotonic()
-        try:
-            if timeout is None:
-                text = self._generate(messages, timings)
-            else:
-                text = _call_with_timeout(lambda: self._generate(messages, timings), timeout)
-        finally:
-            self._model_time += time.monotonic() - started
-        if not isinstance(text, str):
-            raise BackendError(
-                f"{type(self.backend).__name__}.complete returned {type(text).__name__}, not str"
-            )
-        return text
-
-    def _generate(self, messages: list[Message], timings: dict[str, float]) -> str:
-        """The model's answer; streamed through `on_text` as it is generated, if set, and
-        then the time to the first text (`model_ttft`) and to the end of the thinking
-        (`model_thinking_end`) are recorded, of the last attempt when re-asked. (Not
-        streamed otherwise: some OpenAI-compatible servers do not stream.)"""
-        stream = getattr(self.backend, "stream", None)
-        if self.on_text is None or stream is None:
-            return self.backend.complete(messages, **self.generation)
-        started = time.monotonic()
-        parts: list[str] = []
-        tail: str | None = ""  # the end of the text so far: "</think>" may arrive split over deltas
-        for delta in stream(messages, **self.generation):
-            if not delta:
-                continue
-            if not parts:
-                timings["model_ttft"] = time.monotonic() - started
-            parts.append(delta)
-            if tail is not None:
-                if "</think>" in tail + delta:
-                    timings["model_thinking_end"] = time.monotonic() - started
-                    tail = None
-                else:
-                    tail = (tail + delta)[-len("</think>"):]
-            self.on_text(self.vault.mask(delta))
-        return "".join(parts)
-
-    def _agent_action(self, action: BaseAction, record: StepRecord, observation: Observation,
-                      step: Step) -> None:
-        if isinstance(action, Done):
-            record.outcome = "terminal"
-            self._finish("success" if action.success else "infeasible", answer=action.message)
-        elif isinstance(action, Answer):
-            record.outcome = "terminal"
-            self._finish("answered", answer=action.text)
-        elif isinstance(action, TakeOver):
-            if self.on_take_over is None:
-                record.outcome = "stopped"
-                record.detail = ("the model asked a human to take over, but no on_take_over "
-                                 "callback was given")
-                self._finish("stopped", answer=action.message or None)
-                return
-            logger.info("handing over to the human: %s", action.message)
-            self.on_take_over(self.vault.mask(action.message))
-            record.outcome = "take_over"
-            record.detail = "the human finished and handed back"
-
-    def _is_loop(self, action: BaseAction, observation: Observation, record: StepRecord) -> bool:
-        """Detect the same action on an unchanged screen; nudge once, then end the run."""
-        if not self.loop_limit:
-            return False
-        key = json.dumps(action.model_dump(mode="json", exclude={"reason"}), sort_keys=True)
-        thumb = screen_thumbnail(observation.screenshot)
-        self._last_screenshot = record.screenshot
-        if key == self._last_key and self._last_thumb is not None and same_screen(
-            thumb, self._last_thumb
-        ):
-            self._repeats += 1
-        else:
-            self._repeats, self._nudged = 1, False
-        self._last_key, self._last_thumb = key, thumb
-        if self._repeats < self.loop_limit:
-            return False
-        if self._nudged:
-            record.outcome = "stopped"
-            record.detail = (f"the model repeated {action.type!r} {self._repeats} times on an "
-                             "unchanged screen, even after being told")
-            self._finish("loop")
-            return True
-        self._nudged = True
-        record.outcome = "loop_nudge"
-        record.detail = f"{action.type!r} repeated {self._repeats} times; not executed"
-        self._notes.append(
-            f"You have chosen the same action ({action.type}) {self._repeats} times and the "
-            "screen did not change, so it is not working. Try a different action, or finish "
-            "the task as infeasible if it cannot be done."
-        )
-        return True
-
-    def _confirmed(self, action: BaseAction, step: Step, record: StepRecord) -> bool:
+    def _confirmation(self, action: BaseAction, step: Step, record: StepRecord) -> Outcome:
+        """Ask `confirm` about a sensitive action: Proceed if approved, else Denied."""
         if self.confirm is None:
             # Safe default: nobody can approve it, so it does not happen.
             logger.warning("sensitive action %s denied (%s): no confirm callback was given; "
@@ -644,58 +541,124 @@ class Agent:
             record.confirmed = bool(self.confirm(action, step))
             why = f"the user did not allow it ({record.sensitive})"
         if record.confirmed:
-            return True
-        self._reject(
-            record, "denied", why,
-            f"The user did not allow your action {action.type!r} ({record.sensitive}). Do not "
-            "repeat it; find another way or finish the task.",
-        )
-        if self.stop_on_denial:
-            self._finish("refused", error=f"step {record.index}: {why}")
-        return False
+            return Proceed()
+        return Denied(detail=why, note=f"The user did not allow your action {action.type!r} "
+                                       f"({record.sensitive}). Do not repeat it; find another "
+                                       "way or finish the task.")
 
-    def _execute(self, action: BaseAction, observation: Observation, record: StepRecord) -> None:
+    def _execute(self, action: BaseAction, observation: Observation,
+                 record: StepRecord) -> Outcome:
+        """Carry out an action the gate let through."""
+        if isinstance(action, TakeOver):
+            logger.info("handing over to the human: %s", action.message)
+            self.on_take_over(self.vault.mask(action.message))  # type: ignore[misc]
+            return HandedBack(detail="the human finished and handed back")
+        if action.agent_side:
+            # Bookkeeping the model does for itself (e.g. AutoGLM's Note): nothing to
+            # execute, but it belongs to the history like any executed step.
+            return Executed(detail="recorded (no environment action)", env_action=False)
         real = self.vault.reveal(action)  # the only place a secret value exists
         t = time.monotonic()
         settle = 0.0
+        outcome: Outcome
         try:
             if self.dry_run:
                 record.env_points = [observation.env_point(tg) for tg in action.targets()]
-                record.outcome, record.detail = "dry_run", "not executed (dry run)"
+                outcome = Executed(detail="not executed (dry run)", dry_run=True)
             else:
-                outcome = self.env.execute(real, observation)
-                settle = getattr(outcome, "settle_s", 0.0)
-                record.env_points = list(outcome.env_points)
-                record.outcome, record.detail = "executed", outcome.detail
+                done = self.env.execute(real, observation)
+                settle = getattr(done, "settle_s", 0.0)
+                record.env_points = list(done.env_points)
+                outcome = Executed(detail=done.detail)
         except ActionRefusedError as exc:
-            self._reject(record, "refused", f"refused: {exc}",
-                         f"Your action {action.type!r} was not executed: {exc}")
+            outcome = Refused(detail=f"refused: {exc}",
+                              note=f"Your action {action.type!r} was not executed: {exc}")
         except ActionError as exc:
-            self._reject(record, "action_error", f"failed: {exc}",
-                         f"Your action {action.type!r} failed: {exc}")
+            outcome = ActionFailed(detail=f"failed: {exc}",
+                                   note=f"Your action {action.type!r} failed: {exc}")
         # The environment's wait for a ready screen is its own phase, not the action's.
         record.timings["execute"] = time.monotonic() - t - settle
         record.timings["settle"] = settle
+        if isinstance(outcome, Executed) and not self.dry_run and self.settle_time:
+            t = time.monotonic()
+            self._stop_requested.wait(self.settle_time)
+            record.timings["settle"] += time.monotonic() - t
+        return outcome
 
-    def _reject(self, record: StepRecord, outcome: str, detail: str, note: str) -> None:
-        record.outcome, record.detail = outcome, detail
-        self._notes.append(note)
-        self._failures += 1
-        if self._failures >= MAX_CONSECUTIVE_FAILURES:
-            self._finish("refused", error=f"{self._failures} actions in a row were not "
-                                          f"executed; last: {detail}")
+    def _apply(self, outcome: Outcome, record: StepRecord | None = None,
+               answered: _Answered | None = None) -> None:
+        """The one place an outcome changes the run state: the record's outcome, the notes
+        for the next prompt, the counters, the history, and whether (and how) the run
+        ends; of several reasons to end, the first listed here stands."""
+        state = self._require_state()
+        ends: list[RunEnd] = []
+        if record is not None:
+            record.outcome = outcome.kind
+            if isinstance(outcome, Errored):
+                record.error = outcome.error
+            else:
+                record.detail = outcome.detail
+        if outcome.note:
+            state.add_note(outcome.note)
+        if isinstance(outcome, LoopNudge):
+            state.loop.nudged = True
+        if isinstance(outcome, Executed) and outcome.env_action:
+            state.failures = 0
+            state.actions += 1
+            if self.max_actions is not None and state.actions >= self.max_actions:
+                ends.append(RunEnd("success"))
+        if outcome.counts_as_failure:
+            state.failures += 1
+            if state.failures >= MAX_CONSECUTIVE_FAILURES:
+                ends.append(RunEnd("refused", error=f"{state.failures} actions in a row were "
+                                                    f"not executed; last: {outcome.detail}"))
+        if isinstance(outcome, Denied) and self.stop_on_denial and record is not None:
+            ends.append(RunEnd("refused", error=f"step {record.index}: {outcome.detail}"))
+        if (end := outcome.ends()) is not None:
+            ends.append(end)
+        if answered is not None and outcome.kind in HISTORY_OUTCOMES | UNEXECUTED_OUTCOMES:
+            state.history.append(HistoryItem(
+                step=answered.step, screenshot=answered.observation.model_image(),
+                observation_text=record.observation_text if record else None,
+                observation=history_observation(outcome.kind, outcome.detail),
+                executed=outcome.kind in HISTORY_OUTCOMES,
+            ))
+        if record is not None and len(state.records) + 1 >= self.max_steps:
+            ends.append(RunEnd("max_steps"))
+        for end in ends:
+            state.end(end)
+
+    def _record(self, record: StepRecord, began: float) -> None:
+        """Finish the step record, keep it, hand it to the trace; close an ended run."""
+        state = self._require_state()
+        record.timings["total"] = time.monotonic() - began
+        record.ended_at = time.time()
+        record.detail = self.vault.mask(record.detail)
+        record.resume_state = state.bookkeeping()
+        state.records.append(record)
+        if self._writer is not None:
+            self._writer.record(record)
+        logger.info("step %d: %s %s", record.index, record.outcome,
+                    (record.action or {}).get("type", ""))
+        if state.ended:
+            self._close_run()
 
     # -- helpers -----------------------------------------------------------------------------
+    def _require_state(self) -> RunState:
+        assert self._state is not None, "no run in progress"
+        return self._state
+
     def _begin(self) -> None:
         self._started = time.monotonic()
         self._stop_requested.clear()
         activate(self.vault)  # every glmv_agent.* log record is masked while the run lasts
-        logger.info("task: %s", self._task)
+        logger.info("task: %s", self._require_state().task)
 
     def _remaining_steps(self) -> Iterator[StepRecord]:
-        while self._status is None:
+        state = self._require_state()
+        while not state.ended:
             if self._stop_requested.is_set():
-                self._finish("stopped")
+                self._apply(Stopped())
                 self._close_run()
                 break
             yield self.step()
@@ -707,30 +670,12 @@ class Agent:
             raise StoppedError("stopped from outside (Agent.stop())")
 
     def _task_text(self) -> str:
-        assert self._task is not None
-        missing = [n for n in self.vault.names if "{{" + n + "}}" not in self._task]
+        task = self._require_state().task
+        missing = [n for n in self.vault.names if "{{" + n + "}}" not in task]
         if not missing:
-            return self._task
+            return task
         hints = ", ".join("{{" + n + "}}" for n in missing)
-        return f"{self._task}\n(To type a secret, type its placeholder exactly: {hints})"
-
-    def _with_notes(self, messages: list[Message]) -> list[Message]:
-        """Append pending notes (refusals, denials, loop nudges) to the last user message."""
-        if not self._notes:
-            return messages
-        # Notes quote page text (a dialog's message) and errors: inert, like all echoed text.
-        note = inert_text("\n".join(f"Note: {n}" for n in self._notes))
-        out = list(messages)
-        for i in range(len(out) - 1, -1, -1):
-            if out[i]["role"] != "user":
-                continue
-            content = out[i]["content"]
-            if isinstance(content, str):
-                out[i] = {**out[i], "content": f"{content}\n\n{note}"}
-            else:
-                out[i] = {**out[i], "content": [*content, {"type": "text", "text": note}]}
-            return out
-        return [*out, {"role": "user", "content": note}]
+        return f"{task}\n(To type a secret, type its placeholder exactly: {hints})"
 
     def _record_observation(self, record: StepRecord, observation: Observation) -> None:
         m = observation.mapping
@@ -756,36 +701,51 @@ class Agent:
         self._image_refs.append(image)
         return name
 
-    def _resume_state(self) -> dict[str, Any]:
-        return {"notes": list(self._notes), "failures": self._failures,
-                "actions": self._actions, "loop_key": self._last_key,
-                "loop_screenshot": self._last_screenshot, "repeats": self._repeats,
-                "nudged": self._nudged}
-
-    def _restore_state(self, state: dict[str, Any], reader: TraceReader) -> None:
-        """Continue where the trace left off (traces written before this field: fresh)."""
-        self._notes = list(state.get("notes", []))
-        self._failures = int(state.get("failures", 0))
-        self._actions = int(state.get("actions", 0))
-        self._repeats = int(state.get("repeats", 0))
-        self._nudged = bool(state.get("nudged", False))
-        self._last_key = state.get("loop_key")
-        self._last_screenshot = state.get("loop_screenshot")
-        shot = None
-        if self._last_screenshot:
-            shot = reader.screenshot(StepRecord(index=0, screenshot=self._last_screenshot))
-        self._last_thumb = screen_thumbnail(shot) if shot is not None else None
-        if self._last_thumb is None:
-            self._last_key, self._repeats = None, 0  # cannot compare screens: start over
-
     def _register_history_images(self) -> None:
         """Let prompts of resumed runs name the history screenshots loaded from disk."""
-        acted = [r for r in self._records if r.step is not None
+        state = self._require_state()
+        acted = [r for r in state.records if r.step is not None
                  and r.outcome in HISTORY_OUTCOMES | UNEXECUTED_OUTCOMES]
-        for item, record in zip(self._history, acted):
+        for item, record in zip(state.history, acted):
             if item.screenshot is not None and record.screenshot:
                 self._image_names[id(item.screenshot)] = record.screenshot
                 self._image_refs.append(item.screenshot)
+
+    def _open_trace(self, directory: Path, info: RunInfo) -> None:
+        self._writer = TraceWriter(directory, mask=self.vault.mask_obj, background=True)
+        self._writer.start(info)
+        self._require_state().trace_dir = str(self._writer.dir)
+
+    def _continue_trace(self, directory: Path) -> None:
+        """Append the resumed run's steps to its trace in `directory`."""
+        info = TraceReader(directory).info
+        torn = quarantine_torn_tail(directory)
+        if torn is not None:
+            logger.warning("the last step record in %s was cut off by a crash; its bytes "
+                           "were moved to %s", directory, torn.name)
+        info.status, info.ended_at, info.error = "running", None, None
+        self._open_trace(directory, info)
+
+    def _trace_of(self, state: RunState) -> tuple[Path, bool]:
+        """Where a run resumed from a state dump is traced: this agent's `trace_dir`, or the
+        trace the state came from, or a new directory; and whether a trace there is
+        appended to (it must hold this run up to the state's last step) or begun (from
+        the state's next step)."""
+        named = self.trace_dir or (Path(state.trace_dir) if state.trace_dir else None)
+        if named is None:
+            return _default_trace_dir(state.task), False
+        if not (named / RUN_FILE).is_file():
+            return named, False
+        reader = TraceReader(named)
+        records = reader.records()
+        last = records[-1].index if records else 0
+        if reader.info.task != state.task or last != state.next_index - 1:
+            raise ConfigError(
+                f"{named} holds a trace of {last} steps of the task {reader.info.task!r}, but "
+                f"the run state is after step {state.next_index - 1} of {state.task!r}; resume "
+                f"from the trace (resume_run({str(named)!r})) or pass another trace_dir"
+            )
+        return named, True
 
     def _run_info(self, task: str) -> RunInfo:
         from . import __version__
@@ -802,36 +762,50 @@ class Agent:
                      "secrets": self.vault.names},
         )
 
-    def _finish(self, status: RunStatus, answer: str | None = None,
-                error: str | None = None) -> None:
-        """Mark the run as ended; `_close_run` writes it out once the step is recorded."""
-        if self._status is not None:
-            return
-        self._status, self._answer = status, self.vault.mask(answer) if answer else answer
-        self._error = self.vault.mask(error) if error else error
-
     def _close_run(self) -> None:
-        assert self._status is not None
+        state = self._require_state()
+        assert state.status is not None
         if self._writer is not None:
-            self._writer.finish(self._status, self._answer, len(self._records), self._error)
+            self._writer.finish(state.status, state.answer, len(state.records), state.error)
         self._result = RunResult(
-            status=self._status, answer=self._answer, steps=self._masked_records(),
-            trace_dir=str(self._writer.dir) if self._writer else None, error=self._error,
+            status=state.status, answer=state.answer, steps=self._masked_records(),
+            trace_dir=str(self._writer.dir) if self._writer else None, error=state.error,
             timings={"total": time.monotonic() - self._started, "model": self._model_time,
-                     "steps": [r.timings.get("total", 0.0) for r in self._records]},
+                     "steps": [r.timings.get("total", 0.0) for r in state.records]},
         )
-        level = logging.INFO if self._status in FINISHED_STATUSES else logging.WARNING
-        logger.log(level, "run ended: %s%s", self._status,
-                   f" ({self._error})" if self._error else "")
+        level = logging.INFO if state.status in FINISHED_STATUSES else logging.WARNING
+        logger.log(level, "run ended: %s%s", state.status,
+                   f" ({state.error})" if state.error else "")
         deactivate(self.vault)
 
     def _masked_records(self) -> list[StepRecord]:
         """The step records as the trace has them: secrets masked in every field (the
         observed URL of a GET form, page dialogs, typed text...)."""
+        records = self._require_state().records
         if not self.vault:
-            return list(self._records)
+            return list(records)
         return [StepRecord.model_validate(self.vault.mask_obj(r.model_dump(mode="json")))
-                for r in self._records]
+                for r in records]
+
+
+def _with_notes(messages: list[Message], notes: list[str]) -> list[Message]:
+    """Append the pending notes (refusals, denials, loop nudges, page dialogs) to the last
+    user message."""
+    if not notes:
+        return messages
+    # Notes quote page text (a dialog's message) and errors: inert, like all echoed text.
+    note = inert_text("\n".join(f"Note: {n}" for n in notes))
+    out = list(messages)
+    for i in range(len(out) - 1, -1, -1):
+        if out[i]["role"] != "user":
+            continue
+        content = out[i]["content"]
+        if isinstance(content, str):
+            out[i] = {**out[i], "content": f"{content}\n\n{note}"}
+        else:
+            out[i] = {**out[i], "content": [*content, {"type": "text", "text": note}]}
+        return out
+    return [*out, {"role": "user", "content": note}]
 
 
 def _needs_element_labels(dialect: Dialect) -> bool:
@@ -844,33 +818,6 @@ def _needs_element_labels(dialect: Dialect) -> bool:
         return uses_element_labels(dialect.family)
     except ConfigError:  # a custom dialect that is not registered: it declares nothing
         return False
-
-
-def _call_with_timeout(fn: Callable[[], str], timeout: float) -> str:
-    """Run `fn` in a worker thread; BackendError if it has not returned within `timeout`.
-
-    A backend call cannot be interrupted safely, so the worker is abandoned (daemon) and
-    its late answer discarded.
-    """
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # re-raised in the caller's thread
-            box["error"] = exc
-
-    worker = threading.Thread(target=work, name="glmv-model-call", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():
-        raise BackendError(
-            f"the model did not answer within {timeout:.1f}s; raise model_timeout / "
-            "step_timeout, or check that the server is not overloaded"
-        )
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def _default_trace_dir(task: str) -> Path:

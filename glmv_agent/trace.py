@@ -116,16 +116,20 @@ class StepRecord(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     error: str | None = None
     # The agent's bookkeeping after this step, so `Agent.resume_run` continues exactly:
-    # notes not yet shown to the model, loop detection, consecutive failures, actions.
+    # notes not yet shown to the model, loop detection, consecutive failures, actions
+    # (`RunState.bookkeeping()`; `RunState.from_trace` reads it back).
     resume_state: dict[str, Any] = Field(default_factory=dict)
 
     def parsed_step(self) -> Step | None:
         """The parsed Step rebuilt from the record (None if the model never parsed)."""
-        if self.step is None:
-            return None
-        data = dict(self.step)
-        action = action_from_dict(data.pop("action"))
-        return Step(action=action, **data)
+        return None if self.step is None else step_from_dict(self.step)
+
+
+def step_from_dict(data: dict[str, Any]) -> Step:
+    """A Step rebuilt from `Step.model_dump(mode="json")` (its action through the registry)."""
+    data = dict(data)
+    action = action_from_dict(data.pop("action"))
+    return Step(action=action, **data)
 
 
 def screenshot_name(index: int, marked: bool = False) -> str:
