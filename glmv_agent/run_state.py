@@ -10,7 +10,10 @@ A `RunState` holds the task, the step records so far, the history the dialect re
 conversation from (with its screenshots), the notes the model has not been shown yet
 (refusals, denials, loop nudges, page dialogs), the loop guard's counters, the count of
 consecutive failed actions and of executed ones, and, once the run has ended, its status,
-answer and error. `Agent._apply` is the one place an step's `Outcome` changes it.
+answer and error. `Agent._apply` is the one place a step's `Outcome` changes it and
+the only caller of `end`; besides, the gate's loop guard counts what it is shown
+(`LoopGuard.see`), a page dialog adds a note, and the notes are dropped once the
+model has answered a prompt that showed them (`notes_shown`).
 
 `to_dict()` masks every string with `mask` (the agent sets its `SecretVault`'s, so no
 secret value is ever written out in clear; a placeholder `{{name}}` stays as it is);
@@ -173,8 +176,8 @@ class RunState:
         """The state a trace directory's run was in after its last complete step."""
         info = reader.info
         records = reader.records()
-        state = cls(task=info.task, records=records, history=reader.history(),
-                    status=None if info.status == "running" else info.status,  # type: ignore[arg-type]
+        status: Any = None if info.status == "running" else info.status  # a RunStatus
+        state = cls(task=info.task, records=records, history=reader.history(), status=status,
                     answer=info.answer, error=info.error, trace_dir=str(reader.dir))
         if records:
             name = records[-1].resume_state.get("loop_screenshot")
@@ -213,4 +216,5 @@ def _history_item(data: dict[str, Any]) -> HistoryItem:
             screenshot = img.copy()
     return HistoryItem(step=step_from_dict(data["step"]), screenshot=screenshot,
                        observation_text=data.get("observation_text"),
-                       observation=data.get("observation"), executed=bool(data.get("executed", True)))
+                       observation=data.get("observation"),
+                       executed=bool(data.get("executed", True)))
