@@ -6,14 +6,17 @@
 Three sequences, their prompts built by the project's own dialects (tests/support/agent_episodes.py):
 a 5-step GLM-4.1V PC episode (1280x720 screenshots, up to 4 half-size history ones), a
 5-turn AutoGLM-Phone episode (540x1200 screenshots) and PageAgent's act / query / assert on
-one 1280x720 page (GLM-4.1V web prompt). One engine, one process; every step runs with the
-caches off (an EngineCaches of 0 bytes swapped in), then on (the sequence's own caches,
-empty at its start), so both modes see the same machine load; `--repeats N` keeps the
-fastest of N runs per step.
+one 1280x720 page (GLM-4.1V web prompt); and a 4-turn chat as a server client sends it
+(1280x720 screenshots in turns 1 and 3, each turn carrying the model's previous answer
+verbatim, at the token level: `TokenChat`), which reuses the stored answers. One engine,
+one process; every step runs with the caches off (an EngineCaches of 0 bytes swapped in),
+then on (the sequence's own caches, empty at its start), so both modes see the same machine
+load; `--repeats N` keeps the fastest of N runs per step.
 Per step: prompt tokens, prefill seconds, vision-tower seconds, cached tokens and images,
-and the caches' bytes against their bounds. One new token per step (prefill is what the
-caches change). Prints a Markdown table and writes
-benchmarks/results/bench_agent_steps_<timestamp>.json (git-ignored).
+whether both modes gave the same tokens, and the caches' bytes against their bounds. One
+new token per agent step (prefill is what the caches change), ANSWER_TOKENS per chat turn.
+Prints a Markdown table and writes benchmarks/results/bench_agent_steps_<timestamp>.json
+(git-ignored).
 """
 
 from __future__ import annotations
@@ -31,50 +34,68 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 
-from agent_episodes import page_sequence, pc_episode, phone_episode, screen  # noqa: E402
+from agent_episodes import (TokenChat, chat_turns, page_sequence, pc_episode,  # noqa: E402
+                            phone_episode, screen)
 
 from glmv_agent.glm4v.caches import EngineCaches  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+CHAT = "chat (server)"
+NAMES = ("glm-4.1v pc", "autoglm-phone", "page agent", CHAT)
+ANSWER_TOKENS = 16  # per chat turn: the answer the next turn carries
 
 
 def sequences() -> dict[str, list[tuple[str, Any]]]:
+    """Per sequence, its steps: (name, messages), or for the chat (name, user-turn parts)."""
     desktop = partial(screen, size=(1280, 720))
     phone = partial(screen, size=(540, 1200))
-    return {
-        "glm-4.1v pc": [(f"step {i + 1}", m) for i, m in enumerate(pc_episode(desktop))],
-        "autoglm-phone": [(f"turn {i + 1}", m) for i, m in enumerate(phone_episode(phone))],
-        "page agent": page_sequence(lambda _: desktop(0)),
-    }
+    return dict(zip(NAMES, (
+        [(f"step {i + 1}", m) for i, m in enumerate(pc_episode(desktop))],
+        [(f"turn {i + 1}", m) for i, m in enumerate(phone_episode(phone))],
+        page_sequence(lambda _: desktop(0)),
+        [(f"turn {i + 1}", parts) for i, parts in enumerate(chat_turns(desktop))])))
 
 
-def run_step(engine: Any, name: str, messages: Any, caches: EngineCaches) -> dict[str, Any]:
+def run_step(engine: Any, name: str, prompt: Any, caches: EngineCaches,
+             new_tokens: int) -> tuple[dict[str, Any], list[int]]:
+    """One generation (messages, or ready inputs for the chat) with `caches` swapped in."""
     engine.caches = engine.model.caches = caches
-    result = engine.generate(messages, max_new_tokens=1, do_sample=False)
+    options = {"max_new_tokens": new_tokens, "do_sample": False}
+    result = (engine.generate_inputs(prompt, **options)[0] if isinstance(prompt, dict)
+              else engine.generate(prompt, **options))
     row = {"step": name, "prompt_tokens": result.prompt_tokens,
            "prefill_s": result.prefill_seconds, "vision_s": result.vision_seconds,
            "cached_tokens": result.cached_tokens, "cached_images": result.cached_images,
            "vision_cache_bytes": caches.vision.nbytes, "prefix_cache_bytes": caches.prefix.nbytes}
     assert caches.vision.nbytes <= caches.vision.max_bytes
     assert caches.prefix.nbytes <= caches.prefix.max_bytes
-    return row
+    return row, result.token_ids
 
 
-def run_sequence(engine: Any, steps: list[tuple[str, Any]], bounds: dict[str, int],
+def run_sequence(engine: Any, label: str, steps: list[tuple[str, Any]], bounds: dict[str, int],
                  repeats: int) -> dict[str, list[dict[str, Any]]]:
     """Caches off and on interleaved step by step (the machine's load drifts; both modes see
     the same drift); each repeat starts with empty caches; per step the fastest repeat."""
     best: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    new_tokens = ANSWER_TOKENS if label == CHAT else 1
     for repeat in range(repeats):
         warm = EngineCaches(**bounds)
-        for index, (name, messages) in enumerate(steps):
+        chat = TokenChat(engine) if label == CHAT else None
+        for index, (name, prompt) in enumerate(steps):
+            if chat is not None:
+                prompt = chat.ask(*prompt)
+            tokens = {}
             for mode in ("off", "on"):
-                row = run_step(engine, name, messages, EngineCaches(0, 0) if mode == "off" else warm)
+                row, tokens[mode] = run_step(engine, name, prompt,
+                                             EngineCaches(0, 0) if mode == "off" else warm, new_tokens)
+                row["same_tokens"] = mode == "off" or tokens["on"] == tokens["off"]
                 print(f"  {mode} {name}: {row}", flush=True)
                 if repeat == 0:
                     best[mode].append(row)
                 elif row["prefill_s"] < best[mode][index]["prefill_s"]:
                     best[mode][index] = row
+            if chat is not None:
+                chat.answer(tokens["on"])  # the next turn carries this answer verbatim
     return best
 
 
@@ -85,6 +106,8 @@ def main() -> int:
     parser.add_argument("--cache-bytes", type=int, default=None, help="vision cache bound")
     parser.add_argument("--prefix-cache-bytes", type=int, default=None, help="prefix cache bound")
     parser.add_argument("--repeats", type=int, default=1, help="runs per sequence (fastest kept)")
+    parser.add_argument("--only", action="append", default=None, choices=NAMES,
+                        help="run only this sequence (repeatable)")
     args = parser.parse_args()
 
     import torch
@@ -102,11 +125,13 @@ def main() -> int:
     engine.generate([{"role": "user", "content": "warm up"}], max_new_tokens=1, do_sample=False)
     table: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for label, steps in sequences().items():
+        if args.only and label not in args.only:
+            continue
         print(label, flush=True)
-        table[label] = run_sequence(engine, steps, bounds, args.repeats)
+        table[label] = run_sequence(engine, label, steps, bounds, args.repeats)
     lines = ["| sequence | step | prompt tokens | cached tokens | cached images | prefill off (s) | "
-             "prefill on (s) | on/off | vision off (s) | vision on (s) | caches (MiB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "prefill on (s) | on/off | vision off (s) | vision on (s) | same tokens | caches (MiB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, modes in table.items():
         for off, on in zip(modes["off"], modes["on"]):
             vision = f"{on['vision_s']:.2f}" if off["vision_s"] else "-"
@@ -114,6 +139,7 @@ def main() -> int:
                 f"| {label} | {on['step']} | {on['prompt_tokens']} | {on['cached_tokens']} | "
                 f"{on['cached_images']} | {off['prefill_s']:.2f} | {on['prefill_s']:.2f} | "
                 f"{on['prefill_s'] / off['prefill_s']:.2f} | {off['vision_s']:.2f} | {vision} | "
+                f"{'yes' if on['same_tokens'] else 'NO'} | "
                 f"{(on['vision_cache_bytes'] + on['prefix_cache_bytes']) / 2**20:.0f} |")
     print("\n".join(lines))
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,14 @@ What is and is not reused:
 - Entries belong to one model (each engine has its own caches), hold exact copies of the
   stored prompt's ids and image keys, and are only returned on an exact match of both, so
   the KV of another prompt is never used.
-- Generated tokens are not stored (AutoGLM drops the past screenshot, so the next turn
-  diverges before the previous answer anyway).
+- Answers are stored too: after a generation, each row's prompt plus the answer tokens
+  decoded into its cache (all but the last, never fed back) replace the prompt's entry, so a
+  next prompt that carries the answer verbatim in its history (a multi-turn chat through
+  `glmv-agent serve`) reuses it. The decoded keys sit at the positions a cold run gives
+  those tokens (text after the prompt: one more per token). Agent dialects mostly re-render
+  the past instead, and then the reuse stops where that starts: AutoGLM drops the previous
+  screenshot, which comes before the previous answer, so its next turn diverges at that
+  image; GLM-4.1V PC and web prompts start with the current screenshot or the task.
 
 Exactness (tests/engine/test_glm4v_caches.py): logits with the caches on are a cold run's up to
 float rounding -- fp32 within 3e-6 over the agent sequences tested; bf16 as close as two cold
@@ -75,18 +81,18 @@ class Span:
     key: bytes
 
 
-def placeholder_runs(types: Sequence[int]) -> list[tuple[int, int, int]]:
-    """(start, end, kind) of every run of equal non-text token types (0 is text)."""
-    runs: list[tuple[int, int, int]] = []
-    start = 0
-    while start < len(types):
-        end = start
-        while end < len(types) and types[end] == types[start]:
-            end += 1
-        if types[start] != 0:
-            runs.append((start, end, types[start]))
-        start = end
-    return runs
+def placeholder_runs(types: torch.Tensor | Sequence[int]) -> list[tuple[int, int, int]]:
+    """(start, end, kind) of every run of equal non-text token types [L] (0 is text)."""
+    types = torch.as_tensor(types).flatten().cpu()
+    if not types.numel():
+        return []
+    starts = torch.ones_like(types, dtype=torch.bool)
+    starts[1:] = types[1:] != types[:-1]
+    first = starts.nonzero().squeeze(-1)
+    last = torch.cat([first[1:], first.new_tensor([types.numel()])])
+    kinds = types[first]
+    keep = kinds != 0
+    return list(zip(first[keep].tolist(), last[keep].tolist(), kinds[keep].tolist()))
 
 
 class _ByteLRU(Generic[V]):
@@ -199,10 +205,22 @@ class PrefixEntry:
         return _tensor_bytes(self.ids, self.k, self.v)
 
     def key(self) -> bytes:
-        digest = hashlib.sha256(self.ids.numpy().tobytes())
-        for span in self.spans:
-            digest.update(f"{span.start}:{span.end}:".encode() + span.key)
-        return digest.digest()
+        return prefix_key(self.ids, self.spans)
+
+    def holds(self, ids: torch.Tensor, spans: Sequence[Span]) -> bool:
+        """Whether this entry starts with the whole prompt ids [L] / spans (so storing that
+        prompt would add nothing)."""
+        length = int(ids.shape[0])
+        return (self.length >= length and torch.equal(self.ids[:length], ids)
+                and tuple(s for s in self.spans if s.start < length) == tuple(spans))
+
+
+def prefix_key(ids: torch.Tensor, spans: Sequence[Span]) -> bytes:
+    """The key a prompt's entry is stored under: its ids [L] (CPU) and image spans."""
+    digest = hashlib.sha256(ids.numpy().tobytes())
+    for span in spans:
+        digest.update(f"{span.start}:{span.end}:".encode() + span.key)
+    return digest.digest()
 
 
 @dataclass
@@ -255,23 +273,32 @@ class PrefixCache(_ByteLRU[PrefixEntry]):
         self._get(best_key)  # marks it most recently used, counts the hit
         return best
 
-    def store(self, entry: PrefixEntry, replaces: PrefixMatch | None = None) -> None:
-        """Keep `entry`; the entry it extended (a strict prefix of it) is dropped, since the
-        new one answers every lookup the old one could."""
+    def store(self, entry: PrefixEntry, replaces: bytes | None = None) -> None:
+        """Keep `entry`. `replaces`: the key of an entry it extends (a strict prefix of it,
+        e.g. its prompt without the answer), dropped: the new one answers every lookup the
+        old one could."""
         if not self.enabled:
             return
-        if replaces is not None and replaces.length == replaces.entry.length:
-            self._discard(replaces.entry.key())
+        if replaces is not None and replaces != entry.key():
+            self._discard(replaces)
         self._put(entry.key(), entry)
 
 
 @dataclass
 class PrefillStats:
-    """What one prefill reused, per row, and how long the vision tower ran."""
+    """What one prefill reused, per row, and how long the vision tower ran; and, for
+    storing the answers later, each row's prompt as the prefix cache took it (ids [L] on
+    the CPU and spans; None when it was not stored) and the prompt's slots in the cache."""
 
     cached_tokens: list[int] = field(default_factory=list)
     cached_images: list[int] = field(default_factory=list)
     vision_seconds: float = 0.0
+    prompts: list[tuple[torch.Tensor, tuple[Span, ...]] | None] = field(default_factory=list)
+    prompt_slots: int = 0
+
+    @classmethod
+    def for_batch(cls, batch: int, prompt_slots: int) -> PrefillStats:
+        return cls([0] * batch, [0] * batch, prompts=[None] * batch, prompt_slots=prompt_slots)
 
 
 class EngineCaches:
@@ -295,5 +322,5 @@ class EngineCaches:
 
 
 __all__ = ["EngineCaches", "VisionCache", "PrefixCache", "PrefixEntry", "PrefixMatch",
-           "PrefillStats", "Span", "image_key", "placeholder_runs", "common_prefix",
+           "PrefillStats", "Span", "image_key", "placeholder_runs", "common_prefix", "prefix_key",
            "DEFAULT_VISION_CACHE_BYTES", "DEFAULT_PREFIX_CACHE_BYTES"]

@@ -347,6 +347,7 @@ class TokenStream:
     batch_size: int
     timing: _Timing = field(default_factory=_Timing)
     finished: list[bool] = field(default_factory=list)
+    cache: Any = None  # the KV cache the tokens went into (to store the answers from)
 
 
 # Makes (or hands out a reused) KV cache: (batch_size, max_length, device=...) -> cache.
@@ -431,6 +432,7 @@ def decode_n_tokens(
 
     extra = {k: inputs[k] for k in _PREFILL_INPUTS if inputs.get(k) is not None}
     cache = (new_cache or model.new_cache)(batch, cache_length(prompt_len, config.max_new_tokens), device=device)
+    stream.cache = cache
 
     t0 = time.perf_counter()
     logits = prefill(model, input_ids, cache, **extra)
@@ -539,6 +541,16 @@ class _RowText:
         )
 
 
+def _store_answers(model: GenerationModel, stream: TokenStream, answers: Sequence[Sequence[int]]) -> None:
+    """After a generation that ran to its end: a model with `store_answers` (the GLM-4.1V
+    one) keeps each row's prompt + answer keys/values (glm4v/caches.py), so that a next turn
+    carrying this answer in its history reuses them. `answers`: the tokens of each row."""
+    store = getattr(model, "store_answers", None)
+    if store is not None and stream.cache is not None:
+        store(stream.cache, answers)
+    stream.cache = None  # the cache may be handed out again (compiled.CompiledDecodeStep)
+
+
 def generate(
     model: GenerationModel,
     new_decoder: Callable[[bool], TextDecoder],
@@ -588,6 +600,7 @@ def generate(
         if inputs.get("attention_mask") is not None:
             prompt_tokens = int(inputs["attention_mask"][row].sum())
         results.append(state.result(prompt_tokens, stream.timing, row))
+    _store_answers(model, stream, [state.token_ids for state in rows])
     return results
 
 
@@ -627,6 +640,7 @@ def stream_generate(
     finally:
         tokens_iter.close()
     tail = state.finish()
+    _store_answers(model, stream, [state.token_ids])
     if tail:
         yield tail
     if result_holder is not None:

@@ -55,6 +55,8 @@ class TextAttention(nn.Module):
             cached_k, cached_v = cache.update(layer, input_pos, k, v)
             if attend_cache:  # decode: the whole fixed-size buffer, unused slots masked out
                 k, v = cached_k, cached_v
+                if not decoding and mask is not None:  # a prompt's rest after a reused prefix:
+                    k, v = k[:, :, :mask.shape[-1]], v[:, :, :mask.shape[-1]]  # its slots only
             # else a prompt into an empty cache: its own keys are exactly what the first slots
             # now hold, and attending to them keeps the uncached forward's kernels (parity).
         if decoding:  # one token per row against the whole buffer, under the slot mask
@@ -131,7 +133,8 @@ class TextModel(nn.Module):
                 decoding: bool = False) -> torch.Tensor:
         """With a cache, this step's keys/values are written at slots input_pos [L]. A prompt
         (attend_cache=False) attends causally to itself; with attend_cache=True the queries
-        attend to the whole cache buffer under `mask` [B, 1, L, max_length]. decoding=True (one
+        attend to the cache's first S slots under `mask` [B, 1, L, S] (S = max_length when
+        decoding, the whole buffer; the prompt's length after a reused prefix). decoding=True (one
         token per row, attend_cache too) uses `decode_attention` instead of SDPA."""
         x = embeds
         for index, layer in enumerate(self.layers):

@@ -5,7 +5,8 @@ equal a fresh engine's with caches off (fp32 <= 1e-5; bf16: as close as two cold
 the same prompt, alone and in a padded batch, which is a few bf16 steps: the reused part
 skips no work a cold run does, but the rest runs as a shorter prefill attending through a
 mask, another kernel order), over the real prompts of three agent sequences (built by
-the dialects, tests/support/agent_episodes.py). Also: what is reused, eviction and the byte bound,
+the dialects, tests/support/agent_episodes.py), and a multi-turn chat whose turns carry the
+model's answers (reused as well). Also: what is reused, eviction and the byte bound,
 clearing, batches, concurrent threads, the compiled decode step.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 import torch
-from agent_episodes import page_sequence, pc_episode, phone_episode, screen
+from agent_episodes import TokenChat, chat_turns, page_sequence, pc_episode, phone_episode, screen
 
 from glmv_agent.errors import ConfigError
 from glmv_agent.glm4v.caches import EngineCaches, PrefixCache, PrefixEntry, Span, common_prefix
@@ -49,6 +50,13 @@ def step_logits(engine: Glm4vEngine, messages: list[Message]) -> tuple[torch.Ten
     first = engine.model.prefill(inputs["input_ids"], cache, **extra)
     second = engine.model.decode_step(first.argmax(-1, keepdim=True), cache)
     return first.float(), second.float(), cache.prefill_stats
+
+
+def inputs_logits(engine: Glm4vEngine, inputs: dict[str, Any]) -> torch.Tensor:
+    """Prefill logits of ready processor tensors (batch 1)."""
+    cache = engine.model.new_cache(1, 8192)
+    extra = {k: inputs[k] for k in ("pixel_values", "image_grid_thw") if inputs.get(k) is not None}
+    return engine.model.prefill(inputs["input_ids"], cache, **extra).float()
 
 
 def cold_noise(cold: Glm4vEngine, prompts: list[list[Message]]) -> float:
@@ -97,8 +105,13 @@ def test_caches_on_equal_caches_off(engines: dict[str, Glm4vEngine], dtype: str,
         # Step k shows k history screenshots; all but the newest were encoded before.
         assert [images for _, images in reused] == [0, 0, 1, 2, 3]
     elif sequence == "phone":
-        # Everything up to the newest turn's user message is the previous prompt.
+        # Everything up to the newest turn's user message is the previous prompt: the reuse
+        # stops at the previous screenshot, which this turn drops (the previous answer comes
+        # after it, so storing answers cannot help AutoGLM).
+        begin_image = warm.processor.image_start_token_id
         for turn in range(1, len(prompts)):
+            previous = warm.prepare(prompts[turn - 1])["input_ids"][0]
+            assert reused[turn][0] == int((previous == begin_image).nonzero()[0])
             assert reused[turn][0] > 0.8 * prompt_lengths[turn - 1]
     else:
         # query and assert reuse the page screenshot at the start of the prompt.
@@ -338,3 +351,86 @@ def test_engines_sharing_a_model_each_use_their_own_caches(engines: dict[str, Gl
     assert off.generate(query, **GREEDY).cached_tokens == 0
     assert warm.generate(query, **GREEDY).cached_tokens > 0
     assert off.caches.nbytes == 0
+
+
+CHAT_TURNS = chat_turns()
+
+
+def test_answers_are_reused_by_the_next_turn(engines: dict[str, Glm4vEngine]) -> None:
+    """Each turn reuses the whole previous turn, its answer too (all but the answer's last
+    token, which was never fed back), with logits and tokens equal to caches off: the
+    decoded keys sit at the rotary positions a cold run gives them, images before and after."""
+    warm, cold = engines["float32"], engines["float32-cold"]
+    warm.clear_caches()
+    chat = TokenChat(warm)
+    previous = 0  # tokens of the previous prompt + its answer
+    for number, content in enumerate(CHAT_TURNS):
+        inputs = chat.ask(*content)
+        hot = warm.generate_inputs(inputs, **GREEDY)[0]
+        fresh = cold.generate_inputs(inputs, **GREEDY)[0]
+        assert hot.token_ids == fresh.token_ids and hot.text == fresh.text
+        assert hot.cached_tokens == (previous - 1 if number else 0)
+        assert hot.cached_images == sum(1 for c in CHAT_TURNS[:number] for part in c if part["type"] == "image")
+        assert (inputs_logits(warm, inputs) - inputs_logits(cold, inputs)).abs().max() <= 1e-5
+        chat.answer(hot.token_ids)
+        previous = len(chat.ids)
+        # The answer replaced its prompt's entry (it answers every lookup the prompt could).
+        assert len(warm.caches.prefix) == 1
+        assert warm.caches.prefix._snapshot()[0][1].length == previous - 1
+
+
+def test_an_edited_answer_reuses_only_up_to_the_edit(engines: dict[str, Glm4vEngine]) -> None:
+    """Never the keys of another conversation: a client that changed one token of the
+    answer gets the reuse up to that token, and the cold run's logits."""
+    warm, cold = engines["float32"], engines["float32-cold"]
+    warm.clear_caches()
+    chat = TokenChat(warm)
+    first = warm.generate_inputs(chat.ask(*CHAT_TURNS[0]), **GREEDY)[0]
+    prompt = len(chat.ids)
+    edited = list(first.token_ids)
+    edited[2] = (edited[2] + 1) % warm.model.config.text.vocab_size
+    chat.answer(edited)
+    inputs = chat.ask(*CHAT_TURNS[1])
+    hot = warm.generate_inputs(inputs, **GREEDY)[0]
+    assert hot.cached_tokens == prompt + 2
+    assert hot.token_ids == cold.generate_inputs(inputs, **GREEDY)[0].token_ids
+    assert (inputs_logits(warm, inputs) - inputs_logits(cold, inputs)).abs().max() <= 1e-5
+
+
+def test_answers_of_a_batch_and_under_a_small_limit(engines: dict[str, Glm4vEngine]) -> None:
+    """The server's case: two conversations answered in one padded batch, each next turn
+    alone reuses its own answer. With room for about one conversation (the second row's
+    answer evicts the first's), the bound holds, the first conversation's next turn finds
+    no stale keys (only the chat template's opening is shared) and answers stay caches off's."""
+    warm, cold = engines["float32"], engines["float32-cold"]
+    kv = warm.model.config.text
+    per_token = 2 * kv.num_layers * kv.num_kv_heads * kv.head_dim * 4 + 8
+    small = Glm4vEngine(warm.model, warm.processor, warm.defaults, prefix_cache_bytes=per_token * 120)
+    firsts = [CHAT_TURNS[0], (text("Describe a coffee maker."),)]
+    try:
+        for engine in (warm, small):
+            engine.clear_caches()
+            chats = [TokenChat(engine), TokenChat(engine)]
+            alone = [chat.ask(*content) for chat, content in zip(chats, firsts)]
+            batch = engine.prepare_batch([[message("user", *content)] for content in firsts])
+            assert [int(n) for n in batch["attention_mask"].sum(-1)] == [len(c.ids) for c in chats]
+            answers = engine.generate_inputs(batch, **GREEDY)
+            for chat, inputs, answer in zip(chats, alone, answers):
+                assert answer.token_ids == cold.generate_inputs(inputs, **GREEDY)[0].token_ids
+                chat.answer(answer.token_ids)
+            reused = []
+            for chat in chats:
+                previous = len(chat.ids)
+                inputs = chat.ask(text("Go on."))
+                hot = engine.generate_inputs(inputs, **GREEDY)[0]
+                assert hot.token_ids == cold.generate_inputs(inputs, **GREEDY)[0].token_ids
+                reused.append((hot.cached_tokens, previous - 1))
+                assert engine.caches.prefix.nbytes <= engine.caches.prefix.max_bytes
+                assert stored_bytes(engine.caches)[1] == engine.caches.prefix.nbytes
+            if engine is warm:
+                assert [got for got, _ in reused] == [full for _, full in reused]
+            else:
+                assert reused[0][0] == len(warm.tokenizer.encode("[gMASK]<sop><|user|>\n"))
+                assert engine.caches.prefix.evictions >= 2
+    finally:
+        warm.model.caches = warm.caches  # the model is shared: give it back its engine's caches

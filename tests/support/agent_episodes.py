@@ -3,20 +3,25 @@ the real prompts), for the cache tests and benchmarks/bench_agent_steps.py:
 
 - `pc_episode`: 5 GLM-4.1V PC steps (current screenshot + up to 4 half-size history ones);
 - `phone_episode`: 5 AutoGLM-Phone turns (system prompt + past turns as text + screenshot);
-- `page_sequence`: PageAgent's act, query, assert on one unchanged page (GLM-4.1V web).
+- `page_sequence`: PageAgent's act, query, assert on one unchanged page (GLM-4.1V web);
+- `TokenChat` / `CHAT_TURNS`: a multi-turn chat as a server client sends it, the model's
+  answers carried verbatim (at the token level: a tiny random model's answers do not
+  survive detokenizing and encoding again).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
+from typing import Any
 
+import torch
 from PIL import Image, ImageDraw
 
 from glmv_agent.dialects import HistoryItem, get_dialect
 from glmv_agent.envs.base import Observation
 from glmv_agent.geometry import ScreenMapping
-from glmv_agent.messages import Message
+from glmv_agent.messages import Message, Part, image, message, text
 from glmv_agent.page_agent import ASSERT_TASK, QUERY_TASK
 
 Screenshot = Callable[[int], Image.Image]
@@ -99,3 +104,39 @@ def page_sequence(shot: Screenshot = screen) -> list[tuple[str, list[Message]]]:
              ("query", QUERY_TASK.format(question="How many items are in the cart?")),
              ("assert", ASSERT_TASK.format(statement="The cart is empty"))]
     return [(kind, dialect.build_messages(task, page, [])) for kind, task in tasks]
+
+
+class TokenChat:
+    """A multi-turn chat at the token level: every request is the whole conversation so far
+    -- earlier turns, the model's answers verbatim, the new user turn as the engine's chat
+    template renders it (images included) -- as processor tensors for `generate_inputs`."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.ids: list[int] = []
+        self.pixels: list[torch.Tensor] = []
+        self.grids: list[torch.Tensor] = []
+
+    def ask(self, *content: Part) -> dict[str, Any]:
+        """Add a user turn; the inputs of the whole conversation, ending in the generation prompt."""
+        turn = self.engine.prepare([message("user", *content)])
+        head = 0 if not self.ids else len(self.engine.tokenizer.encode("[gMASK]<sop>"))
+        self.ids += turn["input_ids"][0, head:].tolist()
+        if turn.get("pixel_values") is not None:
+            self.pixels.append(turn["pixel_values"])
+            self.grids.append(turn["image_grid_thw"])
+        out: dict[str, Any] = {"input_ids": torch.tensor([self.ids])}
+        if self.pixels:
+            out["pixel_values"] = torch.cat(self.pixels)
+            out["image_grid_thw"] = torch.cat(self.grids)
+        return out
+
+    def answer(self, token_ids: list[int]) -> None:
+        """The model's answer, carried into the conversation as it was generated."""
+        self.ids += token_ids
+
+
+def chat_turns(shot: Screenshot = screen) -> list[tuple[Part, ...]]:
+    """Four user turns, screenshots in the first and third."""
+    return [(image(shot(1)), text("What is on the screen?")), (text("And next?"),),
+            (image(shot(2)), text("What changed?")), (text("Thanks. Anything else?"),)]
