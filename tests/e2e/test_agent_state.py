@@ -169,7 +169,7 @@ def test_a_run_resumed_from_a_dump_ends_as_the_uninterrupted_one(k: int, tmp_pat
     del first  # the process that ran the first part is gone
 
     second = agent_for(EPISODE[used:], env, trace=True)  # traces where the dump says
-    resumed = second.resume_run(RunState.from_dict(dump))
+    resumed = second.resume(RunState.from_dict(dump))  # = resume_run
 
     assert_same_run(resumed, whole)
     assert (env.state.counter, env.state.name, env.executed) == (
@@ -199,11 +199,24 @@ def test_resuming_a_dump_refuses_finished_runs_and_foreign_traces(tmp_path: Path
     with pytest.raises(ConfigError, match="nothing to resume"):
         agent_for([], env).resume_run(agent.state.to_dict())
 
+    # A run stopped from outside goes on from its dump (the stop is one of its steps).
+    stopped = agent_for([click("plus"), DONE], env)
+    stopped.start("press plus")
+    stopped.step()
+    stopped.stop()
+    assert stopped.step().outcome == "stopped"
+    assert stopped.result is not None and stopped.result.status == "stopped"
+    assert stopped.state is not None
+    again = agent_for([DONE], env).resume_run(stopped.state.to_dict())
+    assert again.status == "success"
+    assert [r.outcome for r in again.steps] == ["executed", "stopped", "terminal"]
+
     traced = agent_for([click("plus"), click("plus")], env, trace=True, trace_dir=tmp_path / "t")
     traced.start("press plus")
     traced.step()
     dump = copy.deepcopy(traced.state.to_dict())  # type: ignore[union-attr]
     traced.step()  # the trace goes on past the dump
+    assert traced.state is not None  # (which waits until the trace has that step on disk)
     later = agent_for([DONE], env, trace=True)
     with pytest.raises(ConfigError, match="holds a trace of 2 steps"):
         later.resume_run(dump)
