@@ -322,8 +322,9 @@ class Agent:
         `source` is the run's trace directory (same task, history rebuilt from the records
         and screenshots, new steps appended there), or a `RunState` / its `to_dict()` dump:
         its steps are appended to the trace it names (or this agent's `trace_dir`, or a new
-        directory) when this agent traces. A run that finished cannot be resumed; one that
-        ended on an error, a stop or a limit goes on.
+        directory) when this agent traces. A `RunState` is taken over: it becomes this
+        agent's `state` and goes on changing. A run that finished cannot be resumed; one
+        that ended on an error, a stop or a limit goes on.
         """
         if isinstance(source, dict):
             source = RunState.from_dict(source)
