@@ -273,6 +273,10 @@ class PrefixCache(_ByteLRU[PrefixEntry]):
         self._get(best_key)  # marks it most recently used, counts the hit
         return best
 
+    def holds(self, ids: torch.Tensor, spans: Sequence[Span]) -> bool:
+        """Whether a stored entry starts with the whole of ids [L] / spans already."""
+        return self.enabled and any(entry.holds(ids, spans) for _, entry in self._snapshot())
+
     def store(self, entry: PrefixEntry, replaces: bytes | None = None) -> None:
         """Keep `entry`. `replaces`: the key of an entry it extends (a strict prefix of it,
         e.g. its prompt without the answer), dropped: the new one answers every lookup the
@@ -287,8 +291,8 @@ class PrefixCache(_ByteLRU[PrefixEntry]):
 @dataclass
 class PrefillStats:
     """What one prefill reused, per row, and how long the vision tower ran; and, for
-    storing the answers later, each row's prompt as the prefix cache took it (ids [L] on
-    the CPU and spans; None when it was not stored) and the prompt's slots in the cache."""
+    storing the answers later, each row's prompt as the prefix cache saw it (ids [L] on the
+    CPU and spans; None where the prefix cache was not used) and the prompt's cache slots."""
 
     cached_tokens: list[int] = field(default_factory=list)
     cached_images: list[int] = field(default_factory=list)

@@ -365,10 +365,12 @@ class Glm4vModel(nn.Module):
             if prompt is None or count <= 0:
                 continue
             ids, spans = prompt
+            full = torch.cat([ids, torch.tensor(answer[:count], dtype=ids.dtype)])
+            if self.caches.prefix.holds(full, spans):
+                continue  # e.g. the same prompt answered again, as before or longer
             # The row's real slots in order: its prompt (after any left padding), then answers.
-            slots = cache.valid[row, :cache.length].nonzero().squeeze(-1)[:ids.shape[0] + count]
-            entry = PrefixEntry(ids=torch.cat([ids, torch.tensor(answer[:count], dtype=ids.dtype)]),
-                                spans=spans, k=cache.k[:, row].index_select(2, slots),
+            slots = cache.valid[row, :cache.length].nonzero().squeeze(-1)[:full.shape[0]]
+            entry = PrefixEntry(ids=full, spans=spans, k=cache.k[:, row].index_select(2, slots),
                                 v=cache.v[:, row].index_select(2, slots))
             self.caches.prefix.store(entry, replaces=prefix_key(ids, spans))
 

@@ -377,6 +377,11 @@ def test_answers_are_reused_by_the_next_turn(engines: dict[str, Glm4vEngine]) ->
         # The answer replaced its prompt's entry (it answers every lookup the prompt could).
         assert len(warm.caches.prefix) == 1
         assert warm.caches.prefix._snapshot()[0][1].length == previous - 1
+    # The last turn asked again for a shorter answer: the stored entry holds it already.
+    again = warm.generate_inputs(inputs, **{**GREEDY, "max_new_tokens": 4})[0]
+    assert again.token_ids == hot.token_ids[:4]
+    assert again.cached_tokens == inputs["input_ids"].shape[1] - 1
+    assert len(warm.caches.prefix) == 1
 
 
 def test_an_edited_answer_reuses_only_up_to_the_edit(engines: dict[str, Glm4vEngine]) -> None:
