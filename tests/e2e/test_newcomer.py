@@ -326,9 +326,9 @@ def test_the_readme_test_setup_installs_what_the_tests_import() -> None:
     provided = {canonicalize_name(r.name) for r in extra_requirements(extra)}
     assert {canonicalize_name(r.name) for r in extra_requirements("all")} <= provided
     # ... and every package a test imports or importorskips.
-    local = {path.stem for path in (ROOT / "tests").glob("*.py")}
+    local = {path.stem for path in (ROOT / "tests").rglob("*.py")}
     imported: dict[str, str] = {}
-    for path in (ROOT / "tests").glob("*.py"):
+    for path in (ROOT / "tests").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names: list[str] = []
             if isinstance(node, ast.Import):
@@ -356,8 +356,8 @@ def test_a_missing_test_dependency_stops_the_run_instead_of_skipping(tmp_path: P
     import shutil
 
     tests = tmp_path / "tests"
-    tests.mkdir()
-    for helper in ("conftest.py", "dev_requirements.py"):
+    (tests / "support").mkdir(parents=True)
+    for helper in ("conftest.py", "support/dev_requirements.py"):
         shutil.copy(ROOT / "tests" / helper, tests / helper)
     (tests / "test_oracle.py").write_text(
         "import pytest\n\n"
@@ -368,6 +368,7 @@ def test_a_missing_test_dependency_stops_the_run_instead_of_skipping(tmp_path: P
         '[project]\nname = "glmv-agent"\ndependencies = ["pytest>=8"]\n'
         '[project.optional-dependencies]\noracle = ["glmv-no-such-oracle==5.23.0"]\n'
         'dev = ["glmv-agent[oracle]"]\n'
+        '[tool.pytest.ini_options]\npythonpath = ["tests/support"]\n'
     )
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
     env = {k: v for k, v in os.environ.items() if k != "GLMV_TEST_ALLOW_MISSING"}
