@@ -270,11 +270,14 @@ class Agent:
         deadline = began + self.step_timeout if self.step_timeout else None
         answered: _Answered | None = None
         crash: BaseException | None = None
+        unseen = state.notes  # notes the model has yet to be told (kept if it is not asked)
         try:
             self._wait_if_paused()
             observation = self._observe(record)
-            messages = self._messages(observation, record)
+            unseen = [*unseen, *_observation_notes(observation)]
+            messages = self._messages(observation, unseen, record)
             step = self._ask(messages, record, deadline)
+            unseen = []  # it answered a prompt that showed them
             if step is None:
                 outcome: Outcome = Unparseable(
                     detail=f"no usable answer after {record.retries + 1} attempts",
@@ -293,7 +296,7 @@ class Agent:
             outcome, crash = Stopped(detail="interrupted (KeyboardInterrupt)"), exc
         except Exception as exc:  # a bug or an unexpected library error: trace it, re-raise
             outcome, crash = Errored.of(exc), exc
-        self._apply(outcome, record, answered)
+        self._apply(outcome, record, answered, unseen)
         self._record(record, began)
         if crash is not None:
             raise crash
@@ -425,21 +428,15 @@ class Agent:
         record.timings["record"] = time.monotonic() - t
         return observation
 
-    def _messages(self, observation: Observation, record: StepRecord) -> list[Message]:
-        """The dialect's messages for this observation, with the pending notes."""
-        state = self._require_state()
-        dialog = observation.extra.get("dialog")
-        if isinstance(dialog, dict):  # a page dialog the web env dismissed since the last step
-            state.add_note(
-                f"After your last action the page showed a {dialog.get('type', 'JavaScript')} "
-                f"dialog {dialog.get('message', '')!r}, which was dismissed (Cancel)."
-            )
+    def _messages(self, observation: Observation, notes: list[str],
+                  record: StepRecord) -> list[Message]:
+        """The dialect's messages for this observation, with `notes` for the model."""
         t = time.monotonic()
-        history = state.history
+        history = self._require_state().history
         if not self.dialect.shows_unexecuted():
             history = [item for item in history if item.executed]
         messages = self.dialect.build_messages(self._task_text(), observation, history)
-        messages = _with_notes(messages, state.notes)
+        messages = _with_notes(messages, notes)
         record.timings["prompt"] = time.monotonic() - t
         if self._writer is not None:
             # The last step is on disk before the model is asked again (crash safety);
@@ -454,12 +451,9 @@ class Agent:
                          max_parse_retries=self.max_parse_retries,
                          model_timeout=self.model_timeout, on_text=self.on_text)
         try:
-            step = call.ask(messages, record, deadline, self._image_names)
+            return call.ask(messages, record, deadline, self._image_names)
         finally:
             self._model_time += call.seconds
-        # Shown to the model now (kept if the call failed: a resume shows them).
-        self._require_state().notes_shown()
-        return step
 
     def _gate(self, step: Step, observation: Observation, record: StepRecord,
               deadline: float | None) -> Outcome:
@@ -587,10 +581,11 @@ class Agent:
         return outcome
 
     def _apply(self, outcome: Outcome, record: StepRecord | None = None,
-               answered: _Answered | None = None) -> None:
+               answered: _Answered | None = None, unseen: list[str] | None = None) -> None:
         """The one place an outcome changes the run state: the record's outcome, the notes
-        for the next prompt, the counters, the history, and whether (and how) the run
-        ends; of several reasons to end, the first listed here stands."""
+        for the next prompt (`unseen`, those the model was not shown this step, and the
+        outcome's), the counters, the history, and whether (and how) the run ends; of
+        several reasons to end, the first listed here stands."""
         state = self._require_state()
         ends: list[RunEnd] = []
         if record is not None:
@@ -599,8 +594,8 @@ class Agent:
                 record.error = outcome.error
             else:
                 record.detail = outcome.detail
-        if outcome.note:
-            state.add_note(outcome.note)
+        state.notes = [*(state.notes if unseen is None else unseen),
+                       *([outcome.note] if outcome.note else [])]
         if isinstance(outcome, LoopNudge):
             state.loop.nudged = True
         if isinstance(outcome, Executed) and outcome.env_action:
@@ -787,6 +782,16 @@ class Agent:
             return list(records)
         return [StepRecord.model_validate(self.vault.mask_obj(r.model_dump(mode="json")))
                 for r in records]
+
+
+def _observation_notes(observation: Observation) -> list[str]:
+    """What the model must be told about the observation: a page dialog the web env
+    dismissed since the last step."""
+    dialog = observation.extra.get("dialog")
+    if not isinstance(dialog, dict):
+        return []
+    return [f"After your last action the page showed a {dialog.get('type', 'JavaScript')} "
+            f"dialog {dialog.get('message', '')!r}, which was dismissed (Cancel)."]
 
 
 def _with_notes(messages: list[Message], notes: list[str]) -> list[Message]:

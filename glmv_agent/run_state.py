@@ -10,10 +10,9 @@ A `RunState` holds the task, the step records so far, the history the dialect re
 conversation from (with its screenshots), the notes the model has not been shown yet
 (refusals, denials, loop nudges, page dialogs), the loop guard's counters, the count of
 consecutive failed actions and of executed ones, and, once the run has ended, its status,
-answer and error. `Agent._apply` is the one place a step's `Outcome` changes it and
-the only caller of `end`; besides, the gate's loop guard counts what it is shown
-(`LoopGuard.see`), a page dialog adds a note, and the notes are dropped once the
-model has answered a prompt that showed them (`notes_shown`).
+answer and error. `Agent._apply` is the one place a step changes it (the notes, the
+counters, the history, the end: the only caller of `end`); the gate's loop guard only
+counts what it is shown (`LoopGuard.see`).
 
 `to_dict()` masks every string with `mask` (the agent sets its `SecretVault`'s, so no
 secret value is ever written out in clear; a placeholder `{{name}}` stays as it is);
@@ -100,13 +99,6 @@ class RunState:
     @property
     def ended(self) -> bool:
         return self.status is not None
-
-    def add_note(self, note: str) -> None:
-        self.notes.append(note)
-
-    def notes_shown(self) -> None:
-        """The model has seen the pending notes (they were in a prompt it answered)."""
-        self.notes = []
 
     def end(self, end: RunEnd) -> None:
         """End the run; the first end decided stands."""

@@ -243,3 +243,42 @@ def test_the_callers_policy_is_never_changed(tmp_path: Path) -> None:
     agent.policy.allowed_actions.discard("type")  # type: ignore[union-attr]
     agent.policy.keywords.clear()
     assert policy == before and policy.allowed_actions == {"click", "type"}
+
+
+class DialogFormEnv(FormEnv):
+    """FormEnv whose page reports a dismissed alert at its third observation (as WebEnv
+    reports the dialogs it dismissed)."""
+
+    def _capture(self):  # type: ignore[no-untyped-def]
+        observation = super()._capture()
+        if self.observe_count == 3:
+            observation.extra["dialog"] = {"type": "alert", "message": "Saved!"}
+        return observation
+
+
+def test_notes_wait_for_a_prompt_the_model_answers() -> None:
+    """A refusal's note and a page dialog's note are shown in the next prompt the model
+    answers, and only there; a model call that fails keeps them, into the dump and the
+    resumed run."""
+    env = DialogFormEnv()
+    first = agent_for([click("plus"), NO_LABEL], env)  # step 3: the backend runs dry
+    assert first.run("press plus").status == "error"
+    assert first.state is not None
+    refusal, dialog = first.state.notes
+    assert "label [4] is not on the current screen" in refusal
+    assert dialog == ("After your last action the page showed a alert dialog 'Saved!', "
+                      "which was dismissed (Cancel).")
+    assert refusal not in prompt_text(first.backend.messages[1])  # the refused step's own
+
+    second = agent_for([click("plus"), DONE], env)
+    assert second.resume_run(json.loads(json.dumps(first.state.to_dict()))).status == "success"
+    shown, after = (prompt_text(m) for m in second.backend.messages)
+    assert "Note: " + refusal in shown and "Note: " + dialog in shown
+    assert "Note:" not in after
+    assert second.state is not None and second.state.notes == []
+
+
+def prompt_text(messages: list[dict[str, Any]]) -> str:
+    return "\n".join(p["text"] for m in messages for p in (
+        [{"text": m["content"]}] if isinstance(m["content"], str) else m["content"])
+        if "text" in p)
