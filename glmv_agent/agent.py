@@ -458,7 +458,8 @@ class Agent:
     def _gate(self, step: Step, observation: Observation, record: StepRecord,
               deadline: float | None) -> Outcome:
         """Whether the model's action may run: Proceed, or why not (loop guard, policy,
-        confirmation), or how the run ends (the model finished, a stop)."""
+        confirmation), or how the run ends (the model finished, a stop). The record first
+        notes what the model chose (its step, action and the pixels it aims at)."""
         action = step.action
         record.step = step.model_dump(mode="json")
         record.action = action.to_dict()
