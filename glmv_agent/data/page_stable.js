@@ -2,10 +2,14 @@
 // (document size, scroll position, number of elements, ready state, focused element) on
 // consecutive animation frames, with no short timer the last action started still pending
 // (page_timers.js) and no finite CSS animation or transition running; or give up after
-// `timeoutMs`. Resolves to true when stable. (Endless animations and tickers are not
-// waited for: they never end.)
+// `timeoutMs`. Resolves to {stable, document, url}: whether it was stable, an id of this
+// document (set once per document) and the URL it ended at, so the caller can tell a
+// navigation it hears about late from one that replaced this document. (Endless
+// animations and tickers are not waited for: they never end.)
 ({ quietMs, timeoutMs }) => new Promise((resolve) => {
   const start = performance.now();
+  if (!document.__glmvId) document.__glmvId = Math.random().toString(36).slice(2);
+  const finish = (stable) => resolve({ stable, document: document.__glmvId, url: location.href });
   let last = null;
   let stableSince = start;
 
@@ -34,8 +38,8 @@
     const now = performance.now();
     const sig = signature();
     if (sig !== last || busy()) { last = sig; stableSince = now; }
-    if (document.readyState === "complete" && now - stableSince >= quietMs) return resolve(true);
-    if (now - start >= timeoutMs) return resolve(false);
+    if (document.readyState === "complete" && now - stableSince >= quietMs) return finish(true);
+    if (now - start >= timeoutMs) return finish(false);
     // requestAnimationFrame paces the check with rendering; the timer keeps it going
     // when frames are throttled (a background tab).
     let done = false;
