@@ -1,7 +1,10 @@
 """A backend for any OpenAI-compatible chat-completions server (vLLM, SGLang, hosted APIs,
 `glmv-agent serve`), spoken to with httpx directly.
 
-Images travel as base64 data URLs. `skip_special_tokens: false` is sent (unless a caller
+Images travel as base64 data URLs, each encoded once: an agent re-sends its history
+screenshots every step, so the backend keeps the last few encodings, keyed by the image's
+content (a hash of its pixels, so an image changed in place is encoded again).
+`skip_special_tokens: false` is sent (unless a caller
 asks for true) so GLM's `<|begin_of_box|>` markers survive, and `chat_template_kwargs.enable_thinking` switches
 thinking. Servers that split reasoning into `reasoning_content` get it re-wrapped as
 `<think>...</think>` in front of the answer, so dialect parsers see the same text as from
@@ -12,11 +15,13 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import hashlib
 import io
 import json
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,9 @@ logger = logging.getLogger("glmv_agent")
 
 API_KEY_VARS = ("GLMV_API_KEY", "OPENAI_API_KEY")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Encoded images kept for reuse: the current screenshot plus the few history ones a dialect
+# sends (GLM-4.1V PC: up to 4), with room to spare; a 1280x720 PNG URL is ~1-3 MB.
+IMAGE_CACHE_SIZE = 16
 # GenerationParams field -> request body key.
 _BODY_KEYS = {
     "max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p",
@@ -92,6 +100,47 @@ def image_data_url(payload: Any, fmt: str = "PNG", quality: int = 90) -> str:
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
 
 
+class ImageUrlCache:
+    """Data URLs of recently sent images, so each image is encoded once (LRU, bounded).
+
+    PIL images and encoded bytes are keyed by a SHA-256 of their content (~2 ms for a
+    1280x720 screenshot, against ~20-150 ms to PNG-encode it); paths and URLs are not
+    cached (a file may change under the same name).
+    """
+
+    def __init__(self, size: int = IMAGE_CACHE_SIZE) -> None:
+        self.size = size
+        self._urls: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+        self.encoded = 0  # how many images were actually encoded (for tests, stats)
+
+    def url(self, payload: Any, fmt: str) -> str:
+        key = self._key(payload, fmt)
+        if key is None:
+            return image_data_url(payload, fmt)
+        url = self._urls.get(key)
+        if url is not None:
+            self._urls.move_to_end(key)
+            return url
+        url = image_data_url(payload, fmt)
+        self.encoded += 1
+        self._urls[key] = url
+        while len(self._urls) > self.size:
+            self._urls.popitem(last=False)
+        return url
+
+    @staticmethod
+    def _key(payload: Any, fmt: str) -> tuple[Any, ...] | None:
+        if isinstance(payload, Image.Image):
+            digest = hashlib.sha256(payload.tobytes())
+            if payload.palette is not None:  # "P" pixels are indices into it
+                digest.update(payload.palette.tobytes())
+            transparency = repr(payload.info.get("transparency"))
+            return ("image", fmt, payload.mode, payload.size, transparency, digest.digest())
+        if isinstance(payload, bytes):
+            return ("bytes", fmt, hashlib.sha256(payload).digest())
+        return None
+
+
 class OpenAIBackend(Backend):
     """Chat completions over HTTP with retries, streaming and clear errors."""
 
@@ -130,6 +179,7 @@ class OpenAIBackend(Backend):
         if self.api_key:
             all_headers["Authorization"] = f"Bearer {self.api_key}"
         self._client = httpx.Client(headers=all_headers, timeout=timeout)
+        self.image_urls = ImageUrlCache()
 
     # -- request building -------------------------------------------------------------------
     def to_openai_messages(self, messages: list[Message]) -> list[dict[str, Any]]:
@@ -153,7 +203,7 @@ class OpenAIBackend(Backend):
                 if part["type"] == "text":
                     parts.append({"type": "text", "text": part["text"]})
                 elif part["type"] == "image":
-                    url = image_data_url(part["image"], self.image_format)
+                    url = self.image_urls.url(part["image"], self.image_format)
                     parts.append({"type": "image_url", "image_url": {"url": url}})
                 else:
                     raise InputError(

@@ -192,3 +192,41 @@ def test_retry_delay() -> None:
     assert retry_delay(0, 1.0, 30, "120") == 30
     assert retry_delay(0, 1.0, 30, "Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
     assert retry_delay(1, 1.0, 30, "soon") == 2.0  # unparseable: exponential backoff
+
+
+def _sent_images(request: dict) -> list[Image.Image]:
+    parts = request["body"]["messages"][-1]["content"]
+    return [Image.open(io.BytesIO(base64.b64decode(p["image_url"]["url"].split(",", 1)[1])))
+            for p in parts if p["type"] == "image_url"]
+
+
+def test_each_image_is_encoded_once_across_steps(server: ScriptedServer,
+                                                  backend: OpenAIBackend) -> None:
+    """An agent re-sends its history screenshots every step: each is encoded once, and
+    what the server receives is still exactly each step's images."""
+    shots = []
+    for i in range(4):
+        shot = screenshot()
+        shot.putpixel((i, 0), (0, 0, 255))  # each step's screen differs
+        shots.append(shot)
+    for step in range(1, 5):
+        server.script.append(("json", 200, completion("ok")))
+        history = shots[max(0, step - 3):step]  # up to 3 images, the newest last
+        backend.complete([message("user", *[image(s) for s in history], "go on")])
+        sent = _sent_images(server.requests[-1])
+        assert [s.convert("RGB").tobytes() for s in sent] == [s.tobytes() for s in history]
+    assert backend.image_urls.encoded == 4  # 1 + 2 + 3 + 3 images sent, 4 distinct
+
+    # An image changed in place is encoded again: the key is its content, not its identity.
+    shots[3].putpixel((7, 5), (0, 255, 0))
+    server.script.append(("json", 200, completion("ok")))
+    backend.complete([message("user", image(shots[3]), "again")])
+    assert backend.image_urls.encoded == 5
+    (sent,) = _sent_images(server.requests[-1])
+    assert sent.convert("RGB").getpixel((7, 5)) == (0, 255, 0)
+
+    # Bounded: the least recently used encodings are dropped.
+    backend.image_urls.size = 2
+    for i in range(3):
+        backend.to_openai_messages([message("user", image(Image.new("RGB", (4, 4), (i, 0, 0))))])
+    assert len(backend.image_urls._urls) == 2
