@@ -93,10 +93,13 @@ class KVCache:
                v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k/v [B, kvh, n, hd] for `layer` at slots input_pos [n]; return the whole
         buffers [B, kvh, max_length, hd] (attend to them with `key_mask`)."""
-        keys, values = self.k[layer], self.v[layer]
-        keys.index_copy_(2, input_pos, k)
-        values.index_copy_(2, input_pos, v)
-        return keys, values
+        # One index_put_ on the whole buffer (layer and slots as index tensors), not a write
+        # into the view self.k[layer]: under torch.compile a view's in-place write copies the
+        # layer's entire buffer several times per step (functionalization), this writes n slots.
+        layers = torch.full_like(input_pos, layer)
+        self.k[layers, :, :, input_pos] = k.permute(2, 0, 1, 3)
+        self.v[layers, :, :, input_pos] = v.permute(2, 0, 1, 3)
+        return self.k[layer], self.v[layer]
 
     def commit(self, num_new: int) -> None:
         """Host-side: num_new slots were written by the step that just ran."""

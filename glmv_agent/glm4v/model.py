@@ -20,6 +20,7 @@ from ..errors import InputError
 from .caches import (EngineCaches, PrefillStats, PrefixCache, PrefixEntry, PrefixMatch, Span,
                      VisionCache, image_key, placeholder_runs, prefix_key)
 from .config import Glm4vConfig
+from .cpu_kernels import single_row_matmuls
 from .kv_cache import KVCache
 from .rope import IMAGE, TEXT, VIDEO, get_rope_index, mrope_cos_sin, token_types
 from .text import TextModel
@@ -122,7 +123,10 @@ class Glm4vModel(nn.Module):
         token_ids = token_ids.to(self.device)
         if check_ids:
             self._check_ids(token_ids)
-        logits = (forward or self.decode_forward)(token_ids, cache)
+        # Batch 1 on CPU: the one-row bf16 products on ATen's matrix-vector kernel (twice
+        # oneDNN's rate there, see cpu_kernels); compiled steps call extern matmuls, the same.
+        with single_row_matmuls(token_ids.shape[0], self.dtype, self.device):
+            logits = (forward or self.decode_forward)(token_ids, cache)
         cache.commit(1)
         return logits
 
@@ -354,8 +358,9 @@ class Glm4vModel(nn.Module):
         `cache` holds (every one but the last, which was never fed back), so that a next
         prompt repeating the answer verbatim -- a multi-turn chat whose history carries the
         model's own reply -- reuses it as well. The decoded keys sit at the positions a cold
-        run gives those tokens (text after the prompt), so the reuse stays exact. Rows whose
-        prompt the prefix cache did not take (caches off, videos) are skipped."""
+        run gives those tokens (text after the prompt); their values differ from prefilled
+        ones by float rounding only (another kernel order; caches.py). Rows whose prompt the
+        prefix cache did not see (caches off, videos) are skipped."""
         stats = cache.prefill_stats
         if not isinstance(stats, PrefillStats) or self.caches is None or not self.caches.prefix.enabled:
             return
@@ -367,7 +372,7 @@ class Glm4vModel(nn.Module):
             ids, spans = prompt
             full = torch.cat([ids, torch.tensor(answer[:count], dtype=ids.dtype)])
             if self.caches.prefix.holds(full, spans):
-                continue  # e.g. the same prompt answered again, as before or longer
+                continue  # the same prompt answered so before (at least this far)
             # The row's real slots in order: its prompt (after any left padding), then answers.
             slots = cache.valid[row, :cache.length].nonzero().squeeze(-1)[:full.shape[0]]
             entry = PrefixEntry(ids=full, spans=spans, k=cache.k[:, row].index_select(2, slots),

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TextConfig
+from .cpu_kernels import decode_attention
 from .kv_cache import KVCache
 from .rope import apply_text_rope, text_inv_freq
 
@@ -66,23 +67,6 @@ class TextAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                                  scale=self.head_dim ** -0.5, enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
-
-
-def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-                     scale: float) -> torch.Tensor:
-    """One query per row against the whole cache: q [B, H, 1, D], k/v [B, KVH, S, D], mask
-    [B, 1, 1, S] (True = attend) -> [B, H, 1, D]; masked slots get weight exactly 0.
-
-    Two grouped matmuls in fp32 (each KV head serves its H / KVH query heads as the rows of one
-    matrix), not SDPA: at one query row CPU SDPA is launch-bound, and in bf16 it took ~5-20 ms
-    per layer at 1280 slots on a 2-core AMD EPYC against ~0.4 ms for this."""
-    batch, heads, _, dim = q.shape
-    kv_heads = k.shape[1]
-    grouped = q.reshape(batch, kv_heads, heads // kv_heads, dim).float()
-    scores = torch.matmul(grouped, k.float().transpose(-1, -2)) * scale  # [B, KVH, G, S]
-    scores = scores.masked_fill(~mask.view(batch, 1, 1, -1), float("-inf"))
-    out = torch.matmul(scores.softmax(dim=-1), v.float())  # [B, KVH, G, D]
-    return out.reshape(batch, heads, 1, dim).to(q.dtype)
 
 
 class TextMLP(nn.Module):

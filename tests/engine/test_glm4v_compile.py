@@ -1,8 +1,8 @@
-"""The static-shape decode step and `load(..., compile=True)` on the tiny fp32 checkpoint.
+"""The static-shape decode step and `load(..., compile=True)` on the tiny fp32 and bf16 checkpoints.
 
-Compiling runs inductor for real (C++ kernels built with gcc), once per module: the compiled
-engine must give the eager engine's greedy tokens, without recompiling per token or per prompt
-length.
+Compiling runs inductor for real (C++ kernels built with gcc), once per module and dtype: the
+compiled engine must give the eager engine's greedy tokens, without recompiling per token or
+per prompt length.
 """
 
 from __future__ import annotations
@@ -58,6 +58,36 @@ def test_compiled_greedy_equals_eager_without_recompiling(eager: Glm4vEngine, co
     assert "".join(compiled.stream(TEXT_CHAT, **GREEDY)) == eager.generate(TEXT_CHAT, **GREEDY).text
     assert len(lengths) >= 2  # the prompts really used different cache shapes
     assert graphs_compiled() == before  # all compiled at load: none per token or per length
+
+
+def test_compiled_bf16_greedy_equals_eager_without_recompiling(tiny_checkpoint_bf16: Path):
+    # bf16 at batch 1 is where decode_step runs its one-row products off oneDNN
+    # (cpu_kernels.single_row_matmuls): the compiled graph's extern matmuls must follow it.
+    eager_bf16 = load(tiny_checkpoint_bf16, device="cpu", dtype="bfloat16")
+    compiled_bf16 = load(tiny_checkpoint_bf16, device="cpu", dtype="bfloat16", compile=True)
+    before = graphs_compiled()
+    for chat in (TEXT_CHAT, IMAGE_CHAT, LONG_CHAT):
+        assert compiled_bf16.generate(chat, **GREEDY).token_ids == eager_bf16.generate(chat, **GREEDY).token_ids
+    assert graphs_compiled() == before
+    assert torch.backends.mkldnn.enabled  # switched back on after every step
+
+
+def test_bf16_decode_runs_one_row_products_off_onednn_at_batch_1_only(tiny_checkpoint_bf16: Path):
+    model = load(tiny_checkpoint_bf16, device="cpu", dtype="bfloat16").model
+    seen: list[tuple[int, bool]] = []  # (rows, oneDNN on) per lm_head call
+    hook = model.lm_head.register_forward_hook(
+        lambda module, args, out: seen.append((args[0].shape[0], torch.backends.mkldnn.enabled)))
+    try:
+        with torch.inference_mode():
+            for batch in (1, 2):
+                ids = torch.arange(3, 3 + 7 * batch).view(batch, 7)
+                cache = model.new_cache(batch, 16)
+                token = model.prefill(ids, cache).argmax(-1, keepdim=True)
+                model.decode_step(token, cache)
+    finally:
+        hook.remove()
+    # Prefill keeps oneDNN (many rows); batch 1 decodes without it, batch 2 with it.
+    assert seen == [(1, True), (1, False), (2, True), (2, True)]
 
 
 def test_compiled_sampling_with_a_seed_equals_eager(eager: Glm4vEngine, compiled: Glm4vEngine):

@@ -1,5 +1,6 @@
 """The kernel choices in glmv_agent.glm4v.cpu_kernels compute what their plain torch
-counterparts compute: strided convolutions as matmuls, attention as chunked matmuls.
+counterparts compute: strided convolutions as matmuls, attention as chunked matmuls, decode
+attention over the cache as two grouped matmuls, one-row bf16 products off oneDNN.
 
 The full-model parity tests (tests/engine/test_glm4v_model.py) cover them at tiny widths; these
 check the real GLM-4.1V widths and the edges (chunk boundaries, several images, causal
@@ -8,12 +9,17 @@ offsets) against F.conv3d / F.conv2d / F.scaled_dot_product_attention.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from glmv_agent.glm4v import cpu_kernels
-from glmv_agent.glm4v.cpu_kernels import block_attention, causal_attention, conv_as_linear
+from glmv_agent.glm4v.cpu_kernels import (block_attention, causal_attention, conv_as_linear,
+                                          decode_attention, single_row_matmuls)
+
+CPU = torch.device("cpu")
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -123,3 +129,68 @@ def test_causal_attention_matches_sdpa(dtype: torch.dtype, monkeypatch: pytest.M
     k2[:, :, 30:] = 5
     moved = causal_attention(q.to(dtype), k2.to(dtype), v.to(dtype), scale)
     assert torch.equal(moved[:, :, :30], got[:, :, :30])
+
+
+# ---- text decode: one query row against the cache, one-row matmuls -------------------------
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 0.02)])
+def test_decode_attention_matches_sdpa_under_the_slot_mask(dtype: torch.dtype, tol: float):
+    q = randn(2, 8, 1, 64, seed=9)
+    k, v = randn(2, 2, 40, 64, seed=10), randn(2, 2, 40, 64, seed=11)
+    mask = torch.zeros(2, 1, 1, 40, dtype=torch.bool)
+    mask[0, ..., :25] = True  # a row with an unused tail
+    mask[1, ..., 5:33] = True  # left padding and a tail
+    scale = 64 ** -0.5
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+    got = decode_attention(q.to(dtype), k.to(dtype), v.to(dtype), mask, scale)
+    assert got.dtype == dtype and max_diff(got, ref) <= tol
+    # Masked slots weigh exactly 0: whatever they hold changes nothing.
+    k2, v2 = k.clone(), v.clone()
+    k2[0, :, 25:], v2[1, :, :5] = 100.0, -100.0
+    again = decode_attention(q.to(dtype), k2.to(dtype), v2.to(dtype), mask, scale)
+    assert torch.equal(again, got)
+
+
+def test_single_row_matmuls_turn_onednn_off_for_one_bf16_cpu_row_only():
+    assert torch.backends.mkldnn.enabled
+    with single_row_matmuls(1, torch.bfloat16, CPU):
+        assert not torch.backends.mkldnn.enabled
+    assert torch.backends.mkldnn.enabled
+    for rows, dtype in ((2, torch.bfloat16), (1, torch.float32), (1, torch.float16)):
+        with single_row_matmuls(rows, dtype, CPU):
+            assert torch.backends.mkldnn.enabled
+    with pytest.raises(RuntimeError, match="inside"), single_row_matmuls(1, torch.bfloat16, CPU):
+        raise RuntimeError("inside")
+    assert torch.backends.mkldnn.enabled  # restored on an error too
+
+
+def test_overlapping_single_row_matmuls_restore_onednn_when_the_last_one_ends():
+    # Two decode steps in two threads, ending in the other order than they began: the switch
+    # stays off until both are done, then comes back (a save/restore per step would leave it
+    # off for good).
+    entered, first_left, seen = threading.Event(), threading.Event(), []
+
+    def second() -> None:
+        with single_row_matmuls(1, torch.bfloat16, CPU):
+            entered.set()
+            first_left.wait(10)
+            seen.append(torch.backends.mkldnn.enabled)
+
+    thread = threading.Thread(target=second)
+    with single_row_matmuls(1, torch.bfloat16, CPU):
+        thread.start()
+        assert entered.wait(10)
+    first_left.set()
+    thread.join(10)
+    assert seen == [False] and torch.backends.mkldnn.enabled
+
+
+def test_one_row_bf16_product_without_onednn_is_the_product():
+    w, x = randn(3000, 512, seed=12).bfloat16(), randn(1, 512, seed=13).bfloat16()
+    exact = x.double() @ w.double().t()
+    with single_row_matmuls(1, torch.bfloat16, CPU):
+        got = F.linear(x, w)
+    # fp32 accumulation and one bf16 rounding: within half a bf16 ulp (2^-9 relative) plus
+    # a margin for the fp32 summation error.
+    bound = exact.abs() * 2 ** -8 + 1e-3
+    assert got.dtype == torch.bfloat16 and bool(((got.double() - exact).abs() <= bound).all())
