@@ -3,7 +3,8 @@
 The quantized engine is checked against an independent fake-quantized reference: the same
 rounding rule applied to an unquantized model's weights in plain fp32 PyTorch. That pins
 down the packing, the kernels (one row: torch's int8/int4 kernels; many rows: the
-dequantized matmul) and the streaming loader, not only "the error looks small".
+dequantized matmul, or int8 activations for int8 in bf16 on CPU) and the streaming loader,
+not only "the error looks small".
 """
 
 from __future__ import annotations
@@ -111,6 +112,38 @@ def test_kernel_and_dequantized_paths_compute_the_rounded_weight(mode: str, dtyp
     assert many.dtype == dtype and few.shape == (4, 192)
     monkeypatch.setattr(Q, "DEQUANT_CHUNK_BYTES", 1)  # prefill in 64-row pieces: 3 here
     assert (module(x).float() - expected).abs().max() <= tol
+
+
+def test_int8_bf16_prompts_round_the_activations_per_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many rows on CPU in bf16: x is rounded to int8 per row (symmetric, scale max|x| / 127)
+    and multiplied with the int8 codes in int32; the pieces (row blocks, column chunks) do
+    not change the result."""
+    torch.manual_seed(1)
+    linear = nn.Linear(256, 320, bias=True).to(torch.bfloat16)
+    module = Q.quantize_linear("int8", linear)
+    x = torch.randn(Q.SMALL_BATCH_ROWS + 40, 256).to(torch.bfloat16)
+    x[3] = 0
+    xf = x.float()
+    token_scale = (xf.abs().amax(1, keepdim=True) / 127).clamp_min(1e-30)
+    codes = (xf / token_scale).round()
+    # The same products in exact float64 integer arithmetic, scaled and rounded as documented.
+    products = (codes.double() @ module.qweight.double().t()).float()
+    expected = (products * token_scale * module.scales.float()).to(torch.bfloat16) + module.bias
+    deq, bias = module.dequantized(torch.float32), linear.bias.detach().float()
+    weight_only = xf @ deq.t() + bias
+    out = module(x)
+    assert out.dtype == torch.bfloat16 and out.shape == (x.shape[0], 320)
+    assert _relative_error(out, expected) < 1e-3  # bf16 rounding of the bias sum only
+    assert torch.equal(out[3], module.bias)  # an all-zero row stays zero (before the bias)
+    # Rounding x is a real change from the weight-only product, but a small one.
+    moved = _relative_error(out, weight_only)
+    assert 4e-3 < moved < 2e-2, moved
+    monkeypatch.setattr(Q, "ACTIVATION_BLOCK_ROWS", 7)
+    monkeypatch.setattr(Q, "PRODUCT_CHUNK_BYTES", 1)  # 64-column chunks: 5 here
+    assert torch.equal(module(x), out)
+    # fp32 keeps the exact dequantized product (no activation rounding).
+    exact = Q.quantize_linear("int8", linear.float())
+    assert _relative_error(exact(xf), xf @ exact.dequantized(torch.float32).t() + bias) < 1e-6
 
 
 @pytest.mark.parametrize("mode", Q.QUANTIZE_MODES)
