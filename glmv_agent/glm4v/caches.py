@@ -38,7 +38,11 @@ What is and is not reused:
 Exactness (tests/engine/test_glm4v_caches.py): logits with the caches on are a cold run's up to
 float rounding -- fp32 within 3e-6 over the agent sequences tested; bf16 as close as two cold
 runs of one prompt (alone vs in a padded batch): the rest of the prompt runs as a shorter
-prefill attending through a mask, another kernel order. Greedy tokens are the same.
+prefill attending through a mask, another kernel order. Greedy tokens are the same. A
+reused answer's keys/values were computed by decode steps (one token at a time, fp32
+attention), not by a prefill: fp32 within 1e-5; bf16 at the real width 0.031 max |dlogit|
+against 0.039 between two cold runs (3 chat turns, benchmarks/README.md), which at a
+near-tie still flips a greedy token (once in 48 there, random weights).
 
 Both caches are guarded by a lock, so server threads may share one engine's caches.
 """

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TextConfig
-from .cpu_kernels import decode_attention
+from .cpu_kernels import continuation_attention, decode_attention
 from .kv_cache import KVCache
 from .rope import apply_text_rope, text_inv_freq
 
@@ -63,6 +63,8 @@ class TextAttention(nn.Module):
         if decoding:  # one token per row against the whole buffer, under the slot mask
             assert mask is not None and length == 1, "decoding is one token per row, masked"
             out = decode_attention(q, k, v, mask, self.head_dim ** -0.5)
+        elif attend_cache and mask is not None:  # a prompt's rest after a reused prefix
+            out = continuation_attention(q, k, v, mask, self.head_dim ** -0.5)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                                  scale=self.head_dim ** -0.5, enable_gqa=True)

@@ -460,3 +460,18 @@ def test_answers_of_a_batch_and_under_a_small_limit(engines: dict[str, Glm4vEngi
                 assert engine.caches.prefix.evictions >= 2
     finally:
         warm.model.caches = warm.caches  # the model is shared: give it back its engine's caches
+
+
+@pytest.mark.parametrize(("length", "keys"), [(1, 1), (300, 305), (700, 1500), (256, 256)])
+def test_continuation_attention_is_one_masked_sdpa(length: int, keys: int) -> None:
+    """The rest of a prompt after a reused prefix, run in query chunks (cpu_kernels), equals
+    one masked SDPA over the whole rectangle (fp32)."""
+    from glmv_agent.glm4v.cpu_kernels import continuation_attention
+
+    generator = torch.Generator().manual_seed(length)
+    q = torch.randn(1, 4, length, 16, generator=generator)
+    k, v = torch.randn(2, 1, 2, keys, 16, generator=generator)
+    mask = (torch.arange(keys)[None, :] <= torch.arange(keys - length, keys)[:, None])[None, None]
+    whole = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.25,
+                                                             enable_gqa=True)
+    assert (continuation_attention(q, k, v, mask, 0.25) - whole).abs().max() <= 1e-6
