@@ -355,3 +355,46 @@ def test_doctor_loads_the_model_quantized(tiny_checkpoint: Path) -> None:
                             capture_output=True, text=True, timeout=300)
     assert "[FAIL] weights" in broken.stdout and "multiple of the group size" in broken.stdout
     assert broken.returncode != 0
+
+
+# ---- the vision tower's mapped weights -------------------------------------------------
+
+
+def _mapped_rss(directory: Path) -> int:
+    """Bytes of this process's RSS in mappings of files under `directory` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0][-1] != ":":  # a mapping's header line: range perms ... path
+            inside = len(fields) >= 6 and fields[-1].startswith(str(directory))
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise release is Linux-only")
+def test_quantized_load_drops_the_vision_weights_pages_after_each_image(tmp_path: Path) -> None:
+    """Zero-copy bf16 vision weights count in our RSS once read; a quantized (memory-lean)
+    load hands them back after each vision forward, and the next image reads them again."""
+    from glmv_agent.glm4v.loading import checkpoint_tensors
+
+    ckpt = write_tiny_checkpoint(tmp_path / "wide_vision", vision_hidden=512, vision_depth=2,
+                                 vision_intermediate=2048, dtype="bfloat16", seed=5)
+    vision_bytes = sum(entry.nbytes for name, entry in checkpoint_tensors(ckpt).items()
+                       if name.startswith("model.visual."))
+    assert vision_bytes > 6e6
+    resident, features = {}, {}
+    for mode in ("", "int8"):
+        model = load_model(ckpt, dtype="bfloat16", quantize=mode or None)
+        v = model.config.vision
+        grid = torch.tensor([[1, 8, 8]])
+        pixels = torch.randn(64, v.patch_dim, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            first = model.model.visual(pixels, grid)
+            second = model.model.visual(pixels, grid)
+        assert torch.equal(first, second)  # the re-read weights are the same weights
+        resident[mode], features[mode] = _mapped_rss(ckpt), first
+        del model
+    assert resident[""] > 0.8 * vision_bytes, resident  # the measurement sees them
+    assert resident["int8"] < 0.2 * vision_bytes, resident
+    assert torch.equal(features[""], features["int8"])  # the vision tower is not quantized
