@@ -350,25 +350,21 @@ def _release_after_forward(module: nn.Module, maps: list[torch.Tensor]) -> None:
     from the file (page cache) on the next use."""
     if not sys.platform.startswith("linux"):
         return
-    bounds = [(m.data_ptr(), m.data_ptr() + m.numel()) for m in maps]
-    page = _mmap.PAGESIZE
-    ranges = []
-    for tensor in module.parameters():
-        start = tensor.data_ptr()
-        end = start + tensor.numel() * tensor.element_size()
-        if any(low <= start and end <= high for low, high in bounds):
-            # whole pages inside the tensor only (neighbours may be in use)
-            first, last = -(-start // page) * page, end // page * page
-            if last > first:
-                ranges.append((first, last - first))
-    if not ranges:
-        return
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    page = _mmap.PAGESIZE
 
     def release(*_: object) -> None:
-        for address, length in ranges:
-            libc.madvise(address, length, _mmap.MADV_DONTNEED)
+        # The hook holds `maps`, so these address ranges stay the files' mappings; parameters
+        # are looked up each time, and only those still inside a mapping are released.
+        bounds = [(m.data_ptr(), m.data_ptr() + m.numel()) for m in maps]
+        for tensor in module.parameters():
+            start = tensor.data_ptr()
+            end = start + tensor.numel() * tensor.element_size()
+            if any(low <= start and end <= high for low, high in bounds):
+                first, last = -(-start // page) * page, end // page * page  # whole pages only
+                if last > first:
+                    libc.madvise(first, last - first, _mmap.MADV_DONTNEED)
 
     module.register_forward_hook(release)
 
