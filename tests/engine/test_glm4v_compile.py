@@ -73,7 +73,9 @@ def test_compiled_bf16_greedy_equals_eager_without_recompiling(tiny_checkpoint_b
 
 
 def test_bf16_decode_runs_one_row_products_off_onednn_at_batch_1_only(tiny_checkpoint_bf16: Path):
-    model = load(tiny_checkpoint_bf16, device="cpu", dtype="bfloat16").model
+    # Reuse caches off: a batch-2 prefill is then one forward (with them, one per row).
+    model = load(tiny_checkpoint_bf16, device="cpu", dtype="bfloat16", cache_bytes=0,
+                 prefix_cache_bytes=0).model
     seen: list[tuple[int, bool]] = []  # (rows, oneDNN on) per lm_head call
     hook = model.lm_head.register_forward_hook(
         lambda module, args, out: seen.append((args[0].shape[0], torch.backends.mkldnn.enabled)))
