@@ -39,7 +39,7 @@ from .adb import (
     parse_ime_list, parse_rotation, parse_wakefulness, parse_window_state, parse_wm_size,
     screencap,
 )
-from .base import ActionOutcome, Environment, Observation, wait_until_still
+from .base import ActionOutcome, Environment, Observation, StillFrame, wait_until_still
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +227,7 @@ class AndroidEnv(Environment):
         self.ime_switch_delay = ime_switch_delay
         self._has_adb_keyboard: bool | None = None
         self._sdk_level: int | None | Literal["unread"] = "unread"
+        self._settled: StillFrame | None = None  # the frame the last settle wait ended on
         logger.info("AndroidEnv on device %s", self.serial)
 
     # -- observation ----------------------------------------------------------------
@@ -237,7 +238,10 @@ class AndroidEnv(Environment):
         if rotation is None:
             out, _ = self.device.shell(f"dumpsys input | grep -E '{INPUT_GREP}'")
             rotation = parse_rotation(out)
-        image = screencap(self.device)
+        settled, self._settled = self._settled, None
+        # The settle wait after the last action ended on a still frame a moment ago: reuse
+        # it (a screencap costs a PNG encode on the phone and a transfer).
+        image = settled.image if settled is not None and settled.fresh() else screencap(self.device)
         mapping = self._mapping(image.size, size, rotation)
         extra: dict[str, object] = {
             "serial": self.serial,
@@ -302,6 +306,10 @@ class AndroidEnv(Environment):
             window = self._window_state()
         return window
 
+    def execute(self, action: BaseAction, observation: Observation | None = None) -> ActionOutcome:
+        self._settled = None  # whatever this action does, an earlier still frame is stale
+        return super().execute(action, observation)
+
     # -- low-level input ------------------------------------------------------------
     def _point(self, target: Target, observation: Observation) -> tuple[int, int]:
         x, y = observation.env_point(target)
@@ -330,9 +338,10 @@ class AndroidEnv(Environment):
         """Wait for a still screen; a note for the outcome if it never got still."""
         if self.settle_delay > 0:
             time.sleep(self.settle_delay)
-        if self.settle_timeout > 0 and not wait_until_still(
-                lambda: screencap(self.device), self.settle_timeout):
-            return f"the screen was still changing after {self.settle_timeout:g}s"
+        if self.settle_timeout > 0:
+            self._settled = wait_until_still(lambda: screencap(self.device), self.settle_timeout)
+            if self._settled is None:
+                return f"the screen was still changing after {self.settle_timeout:g}s"
         return ""
 
     def _done(

@@ -38,21 +38,42 @@ def same_screen(a: np.ndarray, b: np.ndarray) -> bool:
     return int(np.abs(a - b).max()) <= SAME_SCREEN_TOLERANCE
 
 
+# How long a frame the settle wait ended on stands in for a fresh screenshot: the next
+# observation right after an action (a few ms later, in the agent's loop) reuses it instead
+# of grabbing the same still screen again. Anything slower (a fixed `settle_time`, a user
+# calling observe() later) grabs anew.
+SETTLED_FRAME_MAX_AGE = 0.1
+
+
+@dataclass
+class StillFrame:
+    """The frame a settle wait ended on, and when (time.monotonic()) it was grabbed."""
+
+    image: Image.Image
+    taken_at: float
+
+    def fresh(self) -> bool:
+        return time.monotonic() - self.taken_at <= SETTLED_FRAME_MAX_AGE
+
+
 def wait_until_still(grab: Callable[[], Image.Image], timeout: float,
-                     interval: float = 0.0) -> bool:
-    """Grab frames (`interval` seconds apart) until two in a row look the same: True, or
-    False once `timeout` seconds have passed. What the desktop and phone environments do
-    after an action instead of sleeping a fixed time: a still screen costs two frames."""
+                     interval: float = 0.0) -> StillFrame | None:
+    """Grab frames (`interval` seconds apart) until two in a row look the same: the last
+    of them, or None once `timeout` seconds have passed. What the desktop and phone
+    environments do after an action instead of sleeping a fixed time: a still screen costs
+    two frames, and the last one can serve as the next observation's screenshot."""
     deadline = time.monotonic() + timeout
     last = screen_thumbnail(grab())
     while True:
         if interval:
             time.sleep(interval)
-        frame = screen_thumbnail(grab())
+        image = grab()
+        taken_at = time.monotonic()
+        frame = screen_thumbnail(image)
         if same_screen(frame, last):
-            return True
+            return StillFrame(image, taken_at)
         if time.monotonic() >= deadline:
-            return False
+            return None
         last = frame
 
 

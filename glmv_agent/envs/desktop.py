@@ -25,6 +25,7 @@ import select
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from types import ModuleType
@@ -42,7 +43,7 @@ from ..errors import (
 from ..geometry import ScreenMapping
 from . import keys as keymap
 from ._xvfb import ensure_xauthority, quiet_xlib_auth
-from .base import ActionOutcome, Environment, Observation, wait_until_still
+from .base import ActionOutcome, Environment, Observation, StillFrame, wait_until_still
 
 logger = logging.getLogger(__name__)
 quiet_xlib_auth()  # before pyautogui's import opens its X connection
@@ -84,6 +85,44 @@ def monitor_mapping(
     )
 
 
+def focused_window_facts(display: Any) -> tuple[str | None, int | None]:
+    """(title, process id) of the focused window of a python-xlib `display`.
+
+    The window manager's _NET_ACTIVE_WINDOW when there is one, else the input focus (what
+    a bare X server has), walking up to the first ancestor with a name (the focus may sit
+    on an unnamed child); the pid is _NET_WM_PID, which only some applications set.
+    """
+    from Xlib import X
+
+    def atom(name: str) -> int:
+        return int(display.intern_atom(name))
+
+    root = display.screen().root
+    active = root.get_full_property(atom("_NET_ACTIVE_WINDOW"), X.AnyPropertyType)
+    if active is not None and len(active.value) and active.value[0]:
+        window = display.create_resource_object("window", int(active.value[0]))
+    else:
+        window = display.get_input_focus().focus
+        if isinstance(window, int):  # X.NONE or X.PointerRoot: no window has the focus
+            return None, None
+    title = None
+    while window is not None and window.id != root.id:
+        name = window.get_full_property(atom("_NET_WM_NAME"), atom("UTF8_STRING"))
+        if name is not None and name.value:
+            value = name.value
+            title = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        else:
+            legacy = window.get_wm_name()
+            title = legacy.decode("latin-1") if isinstance(legacy, bytes) else legacy
+        if title:
+            break
+        window = window.query_tree().parent
+    if not title or window is None:
+        return None, None
+    pid = window.get_full_property(atom("_NET_WM_PID"), X.AnyPropertyType)
+    return title, (int(pid.value[0]) if pid is not None and len(pid.value) else None)
+
+
 def _alive(connection: Any) -> bool:
     """Whether an Xlib connection still reaches its server (an X server restarted on the
     same display number leaves the old connection dead)."""
@@ -109,6 +148,8 @@ class DesktopEnv(Environment):
         Linux/Windows shortcuts); default True on macOS.
     settle_timeout: after an action, wait at most this long for the screen to stop
         changing (two frames `settle_interval` apart that look the same); 0 = no wait.
+        An observation right after that wait (within `SETTLED_FRAME_MAX_AGE`) reuses its
+        last frame instead of grabbing the same still screen again.
     """
 
     platform = "pc"
@@ -153,6 +194,10 @@ class DesktopEnv(Environment):
         self.ctrl_as_cmd = self.os_name == "darwin" if ctrl_as_cmd is None else ctrl_as_cmd
         self.settle_timeout = settle_timeout
         self.settle_interval = settle_interval
+        # The still frame the last action's settle wait ended on, with mss's monitors.
+        self._settled: tuple[StillFrame, list[dict[str, int]]] | None = None
+        self._x: Any = None  # python-xlib connection for window facts, opened on first use
+        self._x_lock = threading.Lock()
 
     @property
     def _is_x11(self) -> bool:
@@ -265,12 +310,18 @@ class DesktopEnv(Environment):
         return monitors[self.monitor]
 
     def _capture(self) -> Observation:
-        with self._mss() as sct:
-            monitors = list(sct.monitors)
+        settled, self._settled = self._settled, None
+        if settled is not None and settled[0].fresh():
+            # The settle wait after the last action ended on this frame a moment ago.
+            image, monitors = settled[0].image, settled[1]
             monitor = self._chosen(monitors)
-            shot = sct.grab(monitor)
-            primary = self._primary(monitors)
-        image = Image.frombytes("RGB", shot.size, shot.rgb)
+        else:
+            with self._mss() as sct:
+                monitors = list(sct.monitors)
+                monitor = self._chosen(monitors)
+                shot = sct.grab(monitor)
+            image = Image.frombytes("RGB", shot.size, shot.rgb)
+        primary = self._primary(monitors)
         with self._input_errors():
             input_size = tuple(self._gui().size())
         mapping = monitor_mapping(
@@ -287,55 +338,62 @@ class DesktopEnv(Environment):
 
     def execute(self, action: BaseAction, observation: Observation | None = None) -> ActionOutcome:
         """Execute the action, then wait (at most `settle_timeout`) for a still screen."""
+        self._settled = None
         outcome = super().execute(action, observation)
         if self.settle_timeout > 0 and action.type != "wait":
             started = time.monotonic()
             with self._mss() as sct:
-                monitor = self._chosen(list(sct.monitors))
+                monitors = list(sct.monitors)
+                monitor = self._chosen(monitors)
 
                 def grab() -> Image.Image:
                     shot = sct.grab(monitor)
                     return Image.frombytes("RGB", shot.size, shot.rgb)
 
                 still = wait_until_still(grab, self.settle_timeout, self.settle_interval)
-            if not still:
+            if still is None:
                 note = f"the screen was still changing after {self.settle_timeout:g}s"
                 outcome.detail = f"{outcome.detail}; {note}" if outcome.detail else note
+            else:
+                self._settled = (still, monitors)  # the next observe() may reuse the frame
             outcome.settle_s = time.monotonic() - started
         return outcome
 
     def _focused_window(self) -> tuple[str | None, str | None]:
-        """(title, program) of the focused window on X11 via xdotool; None where unknown.
+        """(title, program) of the focused window on X11; None where unknown.
 
-        Best effort, never an error: without xdotool, on macOS/Windows, or on a bare X
-        server with no focused window (no window manager), both are None.
+        Read with python-xlib over one kept connection (a few property reads, no xdotool
+        processes). Best effort, never an error: on macOS/Windows, or on a bare X server
+        with no focused window (no window manager), both are None.
         """
-        if not self._is_x11 or shutil.which("xdotool") is None:
+        if not self._is_x11 or not self.display:
             return None, None
-        # _NET_ACTIVE_WINDOW needs a window manager; the input focus works without one.
-        for query in ("getactivewindow", "getwindowfocus"):
-            title = self._xdotool_query([query, "getwindowname"])
-            if title is not None:
-                break
-        else:
-            return None, None
-        pid = self._xdotool_query([query, "getwindowpid"])  # only if the app sets _NET_WM_PID
+        with self._x_lock:
+            try:
+                if self._x is None:
+                    from Xlib.display import Display
+                    ensure_xauthority()
+                    self._x = Display(self.display)
+                title, pid = focused_window_facts(self._x)
+            except Exception as exc:  # Xlib has its own error types; a dead server too
+                logger.debug("could not read the focused window: %s", exc)
+                self._close_x()
+                return None, None
         app = None
-        if pid is not None and pid.isdigit():
+        if pid is not None:
             with contextlib.suppress(OSError):
                 app = open(f"/proc/{pid}/comm", encoding="utf-8").read().strip() or None
-        return title or None, app
+        return title, app
 
-    def _xdotool_query(self, args: list[str]) -> str | None:
-        try:
-            result = subprocess.run(
-                ["xdotool", *args], capture_output=True, timeout=2, env=self._tool_env(),
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        if result.returncode != 0:
-            return None
-        return result.stdout.decode("utf-8", errors="replace").strip()
+    def _close_x(self) -> None:
+        if self._x is not None:
+            with contextlib.suppress(Exception):
+                self._x.close()
+            self._x = None
+
+    def close(self) -> None:
+        with self._x_lock:
+            self._close_x()
 
     def _monitor_rect(self) -> tuple[float, float, float, float]:
         """The chosen monitor as (left, top, width, height) in input units, queried now."""

@@ -30,6 +30,7 @@ from glmv_agent.envs.adb import (
     AdbClient, decode_screencap, is_black, parse_devices, parse_ime_list, parse_rotation,
     parse_wakefulness, parse_window_state, parse_wm_size,
 )
+from glmv_agent.envs import base
 from glmv_agent.envs.android import AndroidEnv, AppTable, android_keycode
 from glmv_agent.errors import ActionError, ActionRefusedError, EnvError, UnsupportedActionError
 
@@ -77,6 +78,34 @@ def test_actions_wait_for_a_still_screen_not_a_fixed_time(server):
     before = len(phone.commands)
     assert env.execute(Click(target=Target.at(0.5, 0.5)), obs).settle_s >= 0
     assert phone.commands[before:] == ["input tap 540 1200"]
+
+
+def test_observe_right_after_an_action_reuses_the_settled_frame(server):
+    """The settle wait ended on a still frame a moment ago: the next observation uses it
+    (no third screencap), but only once, only fresh, and never across another action."""
+    env = open_env(server)
+    phone = server.device(SERIAL)
+    obs = env.observe()
+    env.execute(Click(target=Target.at(0.5, 0.5)), obs)
+    before = len(phone.commands)
+    reused = env.observe()
+    assert phone.commands[before:] == OBSERVE_CMDS[:-1]  # window facts, no screencap
+    assert reused.size == (1080, 2400) and reused.mapping.scale_x == 1.0
+    assert env.observe() is not reused and phone.commands[-1] == "screencap -p"  # used once
+
+    env.execute(Click(target=Target.at(0.5, 0.5)), obs)
+    time.sleep(base.SETTLED_FRAME_MAX_AGE + 0.05)  # e.g. the agent's fixed settle_time
+    before = len(phone.commands)
+    env.observe()
+    assert phone.commands[before:] == OBSERVE_CMDS  # too old: a fresh screenshot
+
+    env.execute(Click(target=Target.at(0.5, 0.5)), obs)
+    phone.set("input keyevent KEYCODE_ENTER", "Exception: broken input\n")  # it fails...
+    with pytest.raises(ActionError):
+        env.execute(Key(keys=["enter"]), obs)
+    before = len(phone.commands)
+    env.observe()  # ... after doing who knows what: the earlier still frame is stale
+    assert phone.commands[before:] == OBSERVE_CMDS
 
 
 # -- (a) parsers on fixtures -----------------------------------------------------------

@@ -11,18 +11,23 @@ tested as pure functions at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
+from Xlib import X, Xatom
+from Xlib.display import Display
 
 from glmv_agent.actions import (
     Click, DoubleClick, Drag, Hover, Key, LongPress, MiddleClick, Point, RightClick, Scroll,
     Swipe, Target, TypeText, Wait,
 )
 from glmv_agent.envs import keys as keymap
+from glmv_agent.envs import base
 from glmv_agent.envs._xvfb import VirtualDisplay
 from glmv_agent.envs.base import Observation
 from glmv_agent.envs.desktop import DesktopEnv, monitor_mapping
@@ -115,6 +120,60 @@ def test_observation_names_the_focused_window(env: DesktopEnv, display: VirtualD
         app.close()
     # The focused window is gone: no title, and no error either.
     assert env.observe().title != "GLM-V test app"
+
+
+def test_focused_window_is_read_over_xlib_without_xdotool(
+        env: DesktopEnv, display: VirtualDisplay, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The title and program come from X properties over one kept connection, not from
+    xdotool processes; focus on an unnamed child window names its top-level window."""
+    app = TkApp(display.name)
+    run_env = {**os.environ, "DISPLAY": display.name}
+    try:
+        found = subprocess.run(["xdotool", "search", "--name", "^GLM-V test app$"], env=run_env,
+                               capture_output=True, text=True, timeout=10, check=True)
+        top = int(found.stdout.split()[0])
+        with contextlib.closing(Display(display.name)) as x:
+            window = x.create_resource_object("window", top)
+            (child, *_) = window.query_tree().children
+            assert not child.get_wm_name()  # Tk's widget windows have no name
+            # Tk sets no _NET_WM_PID; set it (to this process) as many toolkits do.
+            window.change_property(x.intern_atom("_NET_WM_PID"), Xatom.CARDINAL, 32,
+                                   [os.getpid()])
+            x.sync()
+        subprocess.run(["xdotool", "windowfocus", "--sync", str(child.id)], env=run_env,
+                       timeout=10, check=True)
+        monkeypatch.setenv("PATH", "/nonexistent")  # no xdotool (or any tool) to run
+        observation = env.observe()
+        assert observation.title == "GLM-V test app"
+        with open(f"/proc/{os.getpid()}/comm", encoding="utf-8") as comm:
+            assert observation.app == comm.read().strip()
+    finally:
+        monkeypatch.undo()
+        app.close()
+        with contextlib.closing(Display(display.name)) as x:  # focus back as Xvfb starts
+            x.set_input_focus(X.PointerRoot, X.RevertToPointerRoot, X.CurrentTime)
+            x.sync()
+
+
+def test_observe_right_after_an_action_reuses_the_settled_frame(
+        env: DesktopEnv, app: TkApp) -> None:
+    """The settle wait ended on a still frame a moment ago: the next observation is that
+    frame (once); later, or after another action, the screen is grabbed anew."""
+    obs = env.observe()
+    env.execute(Click(target=app.target("pad_a")), obs)
+    assert env._settled is not None
+    still = env._settled[0].image
+    reused = env.observe()
+    assert reused.screenshot is still and reused.size == app.screen
+    assert reused.mapping == ScreenMapping(width=app.screen[0], height=app.screen[1])
+    assert env.observe().screenshot is not still  # used once
+    env.execute(Click(target=app.target("pad_a")), obs)
+    still = env._settled[0].image
+    time.sleep(base.SETTLED_FRAME_MAX_AGE + 0.05)  # e.g. the agent's fixed settle_time
+    assert env.observe().screenshot is not still
+    env.execute(Click(target=app.target("pad_a")), obs)
+    env.execute(Wait(seconds=0), obs)  # an action after the settled frame: it is stale
+    assert env._settled is None
 
 
 def test_stop_process_kills_a_child_that_ignores_terminate() -> None:
