@@ -1,6 +1,6 @@
 // Small facts about the page for an observation and for typing:
 // whether the focused element (through shadow roots and same-origin frames) is a password
-// field, and what kind of element lies under a viewport point (CSS pixels) and whether
+// field and whether it shows a text caret (an editable field), and what kind of element lies under a viewport point (CSS pixels) and whether
 // typing there would go into a password field (the field itself, or a <label> of one).
 // With `selectLabel`, the <select> under the point gets the option with that text chosen
 // (exact text first, then case-insensitive, then a unique partial match), firing the
@@ -33,9 +33,14 @@
     return el;
   }
   const isPassword = (el) => !!el && el.tagName === "INPUT" && (el.type || "").toLowerCase() === "password";
+  const NO_CARET_INPUTS = new Set(["button", "checkbox", "color", "file", "hidden", "image",
+                                   "radio", "range", "reset", "submit"]);
+  const isEditable = (el) => !!el && (el.isContentEditable || el.tagName === "TEXTAREA" ||
+    (el.tagName === "INPUT" && !NO_CARET_INPUTS.has((el.type || "").toLowerCase())));
   const active = deepActive();
   const result = {
     focusedIsPassword: isPassword(active),
+    focusedEditable: isEditable(active),
     focusedTag: active ? active.tagName.toLowerCase() : "",
     targetTag: "",
     targetIsPassword: false,

@@ -9,12 +9,14 @@ choosers) open a second context of that browser and wrap its page, which also ex
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from PIL import Image
 
 pytest.importorskip("playwright")
 
@@ -687,3 +689,56 @@ def test_agent_tells_the_model_about_a_dismissed_dialog(env: WebEnv, server: Pag
     assert "dialog" not in first
     assert "alert dialog 'Saved!', which was dismissed" in second
     assert page_log(env) == ["after alert"]
+
+
+def test_screenshot_equals_playwrights_with_the_caret_hidden(env: WebEnv, server: PageServer) -> None:
+    """The observation's screenshot (one DevTools capture) has the same pixels as
+    page.screenshot(): device pixels at DPR 2, a scrolled page, a focused field whose
+    blinking caret is hidden in both; the page keeps no style sheet of ours afterwards."""
+    context = env.context.browser.new_context(viewport={"width": 900, "height": 400},
+                                              device_scale_factor=2)
+    page = context.new_page()
+    page.goto(server.url("scroll.html"))
+    page.evaluate("""() => { const field = document.createElement("input"); field.id = "f";
+        field.style = "position: fixed; top: 10px; left: 10px"; document.body.appendChild(field); }""")
+    page.click("#f")
+    page.evaluate("window.scrollTo(0, 333)")
+    web = WebEnv(page)
+    try:
+        for _ in range(4):  # the caret blinks every ~500 ms: both phases are seen
+            obs = web.observe()
+            assert obs.size == (1800, 800)
+            theirs = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+            assert obs.screenshot.tobytes() == theirs.tobytes()
+            assert page.evaluate("document.adoptedStyleSheets.length") == 0
+            assert page.evaluate("scrollY") == 333
+            page.wait_for_timeout(300)
+    finally:
+        web.close()
+        context.close()
+
+
+def test_hash_navigation_is_measured_once(env: WebEnv, server: PageServer) -> None:
+    """A click that changes only the URL's fragment (a hash-routed app) is reported by the
+    browser after the stability check began; the page is not measured a second time for
+    it, while its result is on screen when execute() returns."""
+    obs = open_page(env, server, "links.html")
+    env.page.evaluate("""() => { const a = document.createElement("a"); a.id = "hash";
+        a.href = "#/next"; a.textContent = "hash link"; document.body.prepend(a);
+        addEventListener("hashchange", () => { document.title = "routed " + location.hash; }); }""")
+    obs = env.observe()
+    checks: list[str] = []
+    evaluate = env.page.evaluate
+
+    def counting(script: str, *args: Any) -> Any:
+        if "stopped changing" in script:
+            checks.append(script)
+        return evaluate(script, *args)
+
+    env.page.evaluate = counting  # type: ignore[method-assign]
+    try:
+        outcome = env.execute(Click(target=target_of(env, obs, "#hash")), obs)
+    finally:
+        del env.page.evaluate
+    assert env.page.title() == "routed #/next" and env.page.url.endswith("#/next")
+    assert len(checks) == 1 and "still changing" not in outcome.detail

@@ -97,7 +97,8 @@ def observe_script() -> str:
     """One page function for an observation, so it costs a single round trip: installs
     the drop-down helper in the top document, then returns the set-of-marks elements (or
     null), the page state, the title, the viewport size and where the visual viewport lies
-    (for the screenshot's clip); with `hideCaret` it hides the text caret last."""
+    (for the screenshot's clip); with `hideCaret` it hides the text caret last, if a
+    focused field shows one (`caretHidden`)."""
     return (
         "(options) => {\n"
         f"const installSelects = ({page_script('select_dropdowns.js')});\n"
@@ -111,7 +112,7 @@ def observe_script() -> str:
         "  viewport: {width: window.innerWidth, height: window.innerHeight},\n"
         "  view: {x: vv ? vv.pageLeft : window.scrollX, y: vv ? vv.pageTop : window.scrollY,\n"
         "         zoom: vv ? vv.scale : 1, dpr: window.devicePixelRatio || 1}};\n"
-        "if (options.hideCaret) caret(true);\n"
+        "facts.caretHidden = !!(options.hideCaret && facts.state.focusedEditable && caret(true));\n"
         "return facts;\n"
         "}"
     )
@@ -546,7 +547,8 @@ class _WebCore:
         """The viewport as PNG bytes in device pixels, without the text caret.
 
         With a DevTools session: one `Page.captureScreenshot` (the observe script has
-        hidden the caret) with Chromium's fast PNG encoder. That is what `page.screenshot()`
+        hidden the caret, shown again after it when a field had one) with Chromium's fast
+        PNG encoder. That is what `page.screenshot()`
         does too, but it spends three more page round trips around it (caret, fonts,
         layout metrics: ~15 ms) and its default encoder makes a PNG that is slower to
         decode (~10 ms vs ~4 ms at 1280x720); the pixels are the same.
@@ -569,7 +571,8 @@ class _WebCore:
             logger.debug("DevTools screenshot failed (%s); using page.screenshot()", exc)
             self._devtools_sessions[page] = None
             shot = None
-        yield page.evaluate(page_script("page_caret.js"), False)
+        if facts["caretHidden"]:
+            yield page.evaluate(page_script("page_caret.js"), False)
         if shot is None:
             return (yield page.screenshot(type="png"))
         return base64.b64decode(shot["data"])
