@@ -548,10 +548,10 @@ class _WebCore:
 
         With a DevTools session: one `Page.captureScreenshot` (the observe script has
         hidden the caret, shown again after it when a field had one) with Chromium's fast
-        PNG encoder. That is what `page.screenshot()`
-        does too, but it spends three more page round trips around it (caret, fonts,
-        layout metrics: ~15 ms) and its default encoder makes a PNG that is slower to
-        decode (~10 ms vs ~4 ms at 1280x720); the pixels are the same.
+        PNG encoder. That is what `page.screenshot()` does too, but it spends three more
+        page round trips around it (caret, fonts, layout metrics: ~15 ms) and its default
+        encoder makes a PNG that is slower to decode (~10 ms vs ~4 ms at 1280x720); the
+        pixels are the same.
         """
         if session is None:
             return (yield page.screenshot(type="png"))
