@@ -52,13 +52,13 @@ class RunningWindow:
     """tests/support/window_driver.py in a subprocess (Tk owns its main thread), remote-controlled."""
 
     def __init__(self, display: VirtualDisplay, answers: list[str], trace_root: Path,
-                 agent_kwargs: dict[str, Any] | None = None) -> None:
+                 agent_kwargs: dict[str, Any] | None = None, max_steps: int = 30) -> None:
         width, height, x, y = GEOMETRY
         self.display = display
         options = {"display": display.name, "geometry": f"{width}x{height}+{x}+{y}",
                    "answers": answers, "trace_root": str(trace_root),
                    "images_dir": str(trace_root / "sent"),
-                   "agent_kwargs": agent_kwargs or {"settle_time": 0}}
+                   "agent_kwargs": agent_kwargs or {"settle_time": 0}, "max_steps": max_steps}
         self.process = subprocess.Popen(
             [sys.executable, str(DRIVER), json.dumps(options)], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -171,8 +171,11 @@ def test_typed_task_runs_steps_appear_and_the_model_never_sees_the_window(
 def test_pause_holds_the_next_action_resume_continues_stop_ends(
         display: VirtualDisplay, app: TkApp, tmp_path: Path) -> None:
     answers = [reply("Keep pressing.", PRESS_PAD)] * 60
+    # Paced steps and room for all 60: steps are fast now (the settled frame is the next
+    # screenshot), and a run that reached max_steps before the pause click landed ended it.
     with RunningWindow(display, answers, tmp_path,
-                       agent_kwargs={"settle_time": 0.1, "loop_limit": None}) as running:
+                       agent_kwargs={"settle_time": 0.3, "loop_limit": None},
+                       max_steps=60) as running:
         app.mark()
         running.type_task("press the pad")
         running.click("run")

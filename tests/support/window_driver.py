@@ -4,7 +4,7 @@
 
 Tk must own the main thread of its process, so tests run the window here and talk to it
 with one JSON object per line: commands on stdin, answers on stdout. Options: display,
-geometry, answers (model replies replayed in order), trace_root, agent_kwargs,
+geometry, answers (model replies replayed in order), trace_root, agent_kwargs, max_steps,
 recording_seconds, images_dir (where the screenshots the model received are saved).
 
 Commands: {"cmd": "snapshot"} (what the window shows), {"cmd": "point", "name": ...} (the
@@ -36,7 +36,8 @@ def main() -> int:
         backend, display=options["display"], geometry=options["geometry"],
         open_url=opened.append, hotkeys=False, family="glm-4.1v", show_marker=False,
         announce_delay=0.0, env=DesktopEnv(display=options["display"], pause=0.02),
-        trace_root=options["trace_root"], agent_kwargs=options.get("agent_kwargs", {"settle_time": 0}))
+        trace_root=options["trace_root"], agent_kwargs=options.get("agent_kwargs", {"settle_time": 0}),
+        max_steps=options.get("max_steps", 30))
     images_dir = Path(options["images_dir"])
     lock = threading.Lock()
 
