@@ -34,17 +34,11 @@ from glmv_agent.errors import (  # noqa: E402
     ActionError, ActionRefusedError, ConfigError, EnvError, UnsupportedActionError,
 )
 
-from web_server import PageServer, serve_pages  # noqa: E402
+from browser_fixtures import server  # noqa: E402,F401 - module fixture
+from web_server import PageServer  # noqa: E402
 
 if default_executable_path() is None:
     pytest.skip("no Chromium binary (set $GLMV_CHROMIUM)", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PageServer]:
-    srv = serve_pages()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(scope="module")
