@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from glmv_agent.page_agent import verdict  # noqa: E402
 from glmv_agent.trace import TraceReader  # noqa: E402
 
 from browser_fixtures import browser, server  # noqa: E402,F401 - module fixtures
+from threads import in_own_thread  # noqa: E402
 from web_server import PageServer  # noqa: E402
 
 if default_executable_path() is None:
@@ -258,19 +258,7 @@ def test_async_page_agent_on_an_async_playwright_page(server: PageServer) -> Non
             return facts
 
     # playwright's sync API owns this thread's event loop: run the async script in its own.
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box.update(asyncio.run(scenario()))
-        except BaseException as exc:  # re-raised in the test's thread below
-            box["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(timeout=120)
-    if "error" in box:
-        raise box["error"]
+    box = in_own_thread(lambda: asyncio.run(scenario()))
     assert box["status"] == "answered" and box["name"] == "Grace Hopper"
     assert box["after_act"]["name"] == "Grace Hopper"
     assert box["open"] and box["title"] == "Form"

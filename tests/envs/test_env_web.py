@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +34,7 @@ from glmv_agent.errors import (  # noqa: E402
 )
 
 from browser_fixtures import server  # noqa: E402,F401 - module fixture
+from threads import in_own_thread  # noqa: E402
 from web_server import PageServer  # noqa: E402
 
 if default_executable_path() is None:
@@ -508,25 +508,6 @@ def test_closed_env_raises_env_error(env: WebEnv) -> None:
     with pytest.raises(EnvError, match="closed"):
         web.observe()
     context.close()
-
-
-def in_own_thread(work: Any) -> Any:
-    """Run `work()` in a new thread: the module's sync playwright owns this thread's loop."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["result"] = work()
-        except BaseException as exc:  # re-raised in the test's thread below
-            box["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(timeout=120)
-    if "error" in box:
-        raise box["error"]
-    assert "result" in box, "the scenario did not finish"
-    return box["result"]
 
 
 def _descendants() -> set[int]:
