@@ -23,11 +23,13 @@ quantized matrix ever exists. Everything else loads as above (zero-copy where it
 A checkpoint written by `glmv-agent quantize` (quantized_checkpoint.py) already holds the
 int8/int4 buffers: they load like any other tensor, zero-copy on CPU, in seconds.
 
-Quantized loads are the memory-lean choice, so there (CPU, zero-copy, Linux) the vision
-tower's mapped bf16 weights leave our RSS again after each image it encodes: their pages are
+Quantized loads are the memory-lean choice, so there (CPU, zero-copy, Linux) each layer of
+the vision tower hands its mapped bf16 weights back as soon as it has run: their pages are
 clean copies of the file, so madvise(MADV_DONTNEED) drops them and the next image reads them
-back from the page cache (minor faults). The text decoder then runs without them resident
-(0.53 GB on the real-width checkpoint, ~1.8 GB for GLM-4.1V-9B's vision tower).
+back from the page cache (minor faults, which every image paid anyway once the weights were
+dropped after each image). While an image is encoded only the running layer's weights are
+resident (at most 112 MB, a merger matrix, instead of the whole tower: 0.53 GB on the
+real-width checkpoint, ~1.8 GB for GLM-4.1V-9B's), and the text decoder runs without them.
 """
 
 from __future__ import annotations
@@ -344,21 +346,24 @@ def _mapped_tensor(entry: TensorEntry, dtype: torch.dtype,
 
 
 def _release_after_forward(module: nn.Module, maps: list[torch.Tensor]) -> None:
-    """After every forward of `module`, drop the pages of its parameters that are views of the
-    mapped shards `maps` from this process (MADV_DONTNEED; Linux only, elsewhere a no-op).
-    The mappings are MAP_PRIVATE and never written, so a dropped page is simply read again
-    from the file (page cache) on the next use."""
+    """After every forward of `module` and of each of its submodules, drop the pages of their
+    parameters that are views of the mapped shards `maps` from this process (MADV_DONTNEED;
+    Linux only, elsewhere a no-op), so a layer's weights leave as soon as it has run. Every
+    level releases all of its parameters: a weight used by its parent's code rather than by
+    its own forward (a conv run as a matmul) goes when that parent is done. The mappings are
+    MAP_PRIVATE and never written, so a dropped page is simply read again from the file
+    (page cache) on the next use, and a module that runs twice only reads its pages twice."""
     if not sys.platform.startswith("linux"):
         return
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     page = _mmap.PAGESIZE
 
-    def release(*_: object) -> None:
+    def release(owner: nn.Module, *_: object) -> None:
         # The hook holds `maps`, so these address ranges stay the files' mappings; parameters
         # are looked up each time, and only those still inside a mapping are released.
         bounds = [(m.data_ptr(), m.data_ptr() + m.numel()) for m in maps]
-        for tensor in module.parameters():
+        for tensor in owner.parameters():
             start = tensor.data_ptr()
             end = start + tensor.numel() * tensor.element_size()
             if any(low <= start and end <= high for low, high in bounds):
@@ -366,7 +371,19 @@ def _release_after_forward(module: nn.Module, maps: list[torch.Tensor]) -> None:
                 if last > first:
                     libc.madvise(first, last - first, _mmap.MADV_DONTNEED)
 
-    module.register_forward_hook(release)
+    for owner in module.modules():
+        owner.register_forward_hook(release)
+    # The tower's activations (a screenshot's are a few hundred MB) are freed by now, but
+    # glibc keeps most of that heap; malloc_trim hands its free pages back, so the text
+    # decoder starts from the model's own footprint (musl and others lack it: skipped).
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim.argtypes = (ctypes.c_size_t,)
+
+        def return_freed_heap(*_: object) -> None:
+            trim(0)
+
+        module.register_forward_hook(return_freed_heap)
 
 
 def saved_quantization(tensors: dict[str, TensorEntry]) -> str | None:

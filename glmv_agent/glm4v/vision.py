@@ -12,7 +12,7 @@ from torch import nn
 
 from .config import VisionConfig
 from .cpu_kernels import block_attention, conv_as_linear
-from .text import RMSNorm
+from .text import RMSNorm, gated
 
 
 def patch_coordinates(grid_thw: torch.Tensor, merge: int) -> torch.Tensor:
@@ -32,19 +32,44 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x * cos + rotate_half(x) * sin computed in fp32, returned in x's dtype. The products
+    and the sum are written into the two fp32 buffers (a fresh fp32 copy of x and the rotated
+    half), which are rounded exactly as the out-of-place expression would be, so a 4784-patch
+    screenshot's rotation holds two [N, heads, head_dim] fp32 buffers instead of five."""
+    x32 = x.to(torch.float32, copy=True)
+    turned = rotate_half(x32).mul_(sin)
+    return x32.mul_(cos).add_(turned).to(x.dtype)
+
+
+class ItemConv3d(nn.Conv3d):
+    """A Conv3d whose stride equals its kernel, applied to kernel-sized items [N, C, *kernel]
+    -> [N, out_channels]: one matmul (cpu_kernels.conv_as_linear); same parameters and keys."""
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        return conv_as_linear(self, items)
+
+
+class ItemConv2d(nn.Conv2d):
+    """The same for a Conv2d (the 2x2 merge): items [N, C, k, k] -> [N, out_channels]."""
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        return conv_as_linear(self, items)
+
+
 class PatchEmbed(nn.Module):
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
         self.config = config
         kernel = (config.temporal_patch_size, config.patch_size, config.patch_size)
-        self.proj = nn.Conv3d(config.in_channels, config.hidden_size, kernel, stride=kernel)
+        self.proj = ItemConv3d(config.in_channels, config.hidden_size, kernel, stride=kernel)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         c = self.config
         x = pixels.view(-1, c.in_channels, c.temporal_patch_size, c.patch_size, c.patch_size)
         # The Conv3d (stride = kernel) as one matmul, bias fused (pitfall 1); inputs are cast
         # to the weight dtype first.
-        return conv_as_linear(self.proj, x.to(self.proj.weight.dtype))
+        return self.proj(x.to(self.proj.weight.dtype))
 
 
 class PositionEmbedding(nn.Module):
@@ -82,8 +107,7 @@ class VisionAttention(nn.Module):
         q, k, v = self.qkv(x).view(n, 3, self.num_heads, self.head_dim).unbind(1)
         # RoPE in fp32, then back to the activation dtype (pitfall 3).
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        q = (q.float() * cos + rotate_half(q.float()) * sin).to(x.dtype)
-        k = (k.float() * cos + rotate_half(k.float()) * sin).to(x.dtype)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         q, k, v = (t.transpose(0, 1) for t in (q, k, v))  # [H, N, D]
         # Full attention inside each image / frame-slice, none across them.
         out = block_attention(q, k, v, lengths, scale=self.head_dim ** -0.5)
@@ -98,7 +122,7 @@ class VisionMLP(nn.Module):
         self.down_proj = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(gated(self.gate_proj(x), self.up_proj, x))
 
 
 class VisionBlock(nn.Module):
@@ -127,7 +151,7 @@ class PatchMerger(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.gelu(self.post_projection_norm(self.proj(x)))  # exact (erf) GELU
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(gated(self.gate_proj(x), self.up_proj, x))
 
 
 class VisionTower(nn.Module):
@@ -140,7 +164,7 @@ class VisionTower(nn.Module):
         self.blocks = nn.ModuleList(VisionBlock(config) for _ in range(config.depth))
         self.post_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         merge = config.spatial_merge_size
-        self.downsample = nn.Conv2d(config.hidden_size, config.out_hidden_size, merge, stride=merge)
+        self.downsample = ItemConv2d(config.hidden_size, config.out_hidden_size, merge, stride=merge)
         self.merger = PatchMerger(config.out_hidden_size, config.intermediate_size)
         quarter = config.head_dim // 2  # h and w each rotate head_dim/4 frequencies
         inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, quarter, 2, dtype=torch.float32) / quarter))
@@ -170,4 +194,4 @@ class VisionTower(nn.Module):
         x = self.post_layernorm(x)
         # Each merge block's rows -> [C, m, m] (the conv's layout), then the 2x2 Conv2d as one matmul.
         blocks = x.view(-1, merge, merge, x.shape[-1]).permute(0, 3, 1, 2)
-        return self.merger(conv_as_linear(self.downsample, blocks))
+        return self.merger(self.downsample(blocks))

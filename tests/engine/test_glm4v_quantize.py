@@ -380,9 +380,10 @@ def _mapped_rss(directory: Path) -> int:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise release is Linux-only")
-def test_quantized_load_drops_the_vision_weights_pages_after_each_image(tmp_path: Path) -> None:
+def test_quantized_load_drops_each_vision_layers_pages_once_it_has_run(tmp_path: Path) -> None:
     """Zero-copy bf16 vision weights count in our RSS once read; a quantized (memory-lean)
-    load hands them back after each vision forward, and the next image reads them again."""
+    load hands each layer's back as soon as that layer has run, so during the forward only
+    the running layer's weights are resident, and the next image reads them again."""
     from glmv_agent.glm4v.loading import checkpoint_tensors
 
     ckpt = write_tiny_checkpoint(tmp_path / "wide_vision", vision_hidden=512, vision_depth=2,
@@ -390,18 +391,28 @@ def test_quantized_load_drops_the_vision_weights_pages_after_each_image(tmp_path
     vision_bytes = sum(entry.nbytes for name, entry in checkpoint_tensors(ckpt).items()
                        if name.startswith("model.visual."))
     assert vision_bytes > 6e6
-    resident, features = {}, {}
+    resident, during, features = {}, {}, {}
     for mode in ("", "int8"):
         model = load_model(ckpt, dtype="bfloat16", quantize=mode or None)
+        visual = model.model.visual
+        seen: list[int] = []  # mapped RSS as each layer starts
+        for layer in visual.modules():
+            if next(layer.parameters(recurse=False), None) is not None:
+                layer.register_forward_pre_hook(lambda *_: seen.append(_mapped_rss(ckpt)))
         v = model.config.vision
         grid = torch.tensor([[1, 8, 8]])
         pixels = torch.randn(64, v.patch_dim, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
-            first = model.model.visual(pixels, grid)
-            second = model.model.visual(pixels, grid)
+            first = visual(pixels, grid)
+            second = visual(pixels, grid)
         assert torch.equal(first, second)  # the re-read weights are the same weights
-        resident[mode], features[mode] = _mapped_rss(ckpt), first
+        resident[mode], during[mode], features[mode] = _mapped_rss(ckpt), max(seen), first
+        # The most that may stay while a layer runs: that layer (the largest, at worst).
+        largest = max(sum(p.numel() * p.element_size() for p in layer.parameters(recurse=False))
+                      for layer in visual.modules())
         del model
     assert resident[""] > 0.8 * vision_bytes, resident  # the measurement sees them
+    assert during[""] > 0.6 * vision_bytes, during
     assert resident["int8"] < 0.2 * vision_bytes, resident
+    assert during["int8"] < largest + 0.05 * vision_bytes < 0.5 * vision_bytes, (during, largest)
     assert torch.equal(features[""], features["int8"])  # the vision tower is not quantized
