@@ -23,10 +23,11 @@ device; only the *how* differs:
   the whole rectangle (which does twice a causal prefill's work when the prefix is short).
 - `decode_attention` (text decode, every device): one query row per sequence against the KV
   cache as two grouped fp32 matmuls, not SDPA, which is launch-bound at one query row.
-- `single_row_matmuls` (text decode at batch 1, CPU, bf16): the one-row matrix products run on
-  ATen's own matrix-vector kernel (fp32 accumulation) instead of oneDNN's matmul, which reads
-  the weights at about half the rate there (AMD EPYC, 2 cores: the whole real-width decode
-  step 60 ms instead of 117 ms, i.e. memory bandwidth instead of half of it).
+- `single_row_matmuls` (text decode and the prompt's lm_head at batch 1, CPU, bf16): the
+  one-row matrix products run on ATen's own matrix-vector kernel (fp32 accumulation) instead
+  of oneDNN's matmul, which reads the weights at about half the rate there (AMD EPYC, 2
+  cores: the whole real-width decode step 60 ms instead of 117 ms, i.e. memory bandwidth
+  instead of half of it).
 """
 
 from __future__ import annotations

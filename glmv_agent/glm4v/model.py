@@ -103,7 +103,12 @@ class Glm4vModel(nn.Module):
                                    video_grid_thw, attention_mask, cache=cache,
                                    reuse_prefix=not return_all)
         cache.rope_deltas.copy_(deltas)
-        return self.lm_head(hidden if return_all else hidden[:, -1])
+        if return_all:
+            return self.lm_head(hidden)
+        last = hidden[:, -1]
+        # One row per sequence: at batch 1 the head is the decode step's matrix-vector product.
+        with single_row_matmuls(last.shape[0], self.dtype, self.device):
+            return self.lm_head(last)
 
     @torch.no_grad()
     def decode_step(self, token_ids: torch.Tensor, cache: KVCache, *, check_ids: bool = True,

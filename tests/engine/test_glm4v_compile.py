@@ -72,13 +72,16 @@ def test_compiled_bf16_greedy_equals_eager_without_recompiling(tiny_checkpoint_b
     assert torch.backends.mkldnn.enabled  # switched back on after every step
 
 
-def test_bf16_decode_runs_one_row_products_off_onednn_at_batch_1_only(tiny_checkpoint_bf16: Path):
+def test_bf16_one_row_products_run_off_onednn_at_batch_1_only(tiny_checkpoint_bf16: Path):
     # Reuse caches off: a batch-2 prefill is then one forward (with them, one per row).
     model = load(tiny_checkpoint_bf16, device="cpu", dtype="bfloat16", cache_bytes=0,
                  prefix_cache_bytes=0).model
-    seen: list[tuple[int, bool]] = []  # (rows, oneDNN on) per lm_head call
-    hook = model.lm_head.register_forward_hook(
-        lambda module, args, out: seen.append((args[0].shape[0], torch.backends.mkldnn.enabled)))
+    seen: list[tuple[str, int, bool]] = []  # (layer, rows, oneDNN on) per call
+    hooks = [layer.register_forward_hook(
+        lambda module, args, out, name=name: seen.append(
+            (name, args[0].reshape(-1, args[0].shape[-1]).shape[0], torch.backends.mkldnn.enabled)))
+        for name, layer in (("mlp", model.model.language_model.layers[0].mlp.gate_up_proj),
+                            ("head", model.lm_head))]
     try:
         with torch.inference_mode():
             for batch in (1, 2):
@@ -87,9 +90,12 @@ def test_bf16_decode_runs_one_row_products_off_onednn_at_batch_1_only(tiny_check
                 token = model.prefill(ids, cache).argmax(-1, keepdim=True)
                 model.decode_step(token, cache)
     finally:
-        hook.remove()
-    # Prefill keeps oneDNN (many rows); batch 1 decodes without it, batch 2 with it.
-    assert seen == [(1, True), (1, False), (2, True), (2, True)]
+        for hook in hooks:
+            hook.remove()
+    # The prompt's layers keep oneDNN (many rows); the one-row products (the prefill's head
+    # and the decode step at batch 1) run without it, and at batch 2 with it.
+    assert seen == [("mlp", 7, True), ("head", 1, False), ("mlp", 1, False), ("head", 1, False),
+                    ("mlp", 14, True), ("head", 2, True), ("mlp", 2, True), ("head", 2, True)]
 
 
 def test_compiled_sampling_with_a_seed_equals_eager(eager: Glm4vEngine, compiled: Glm4vEngine):
