@@ -214,8 +214,9 @@ def single_row_matmuls(rows: int, dtype: torch.dtype, device: torch.device) -> I
         return
     with _one_row_lock:
         if _one_row_steps == 0:
-            _one_row_saved = torch.backends.mkldnn.enabled
-            torch.backends.mkldnn.enabled = False
+            # torch annotates the flag as its ContextProp descriptor; read and written it is a bool.
+            _one_row_saved = bool(torch.backends.mkldnn.enabled)
+            torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
         _one_row_steps += 1
     try:
         yield
@@ -223,4 +224,4 @@ def single_row_matmuls(rows: int, dtype: torch.dtype, device: torch.device) -> I
         with _one_row_lock:
             _one_row_steps -= 1
             if _one_row_steps == 0:
-                torch.backends.mkldnn.enabled = _one_row_saved
+                torch.backends.mkldnn.enabled = _one_row_saved  # type: ignore[assignment]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
@@ -398,7 +398,7 @@ def decode_n_tokens(
     stream: TokenStream | None = None,
     step_fn: Callable[[GenerationModel, torch.Tensor, Any], torch.Tensor] = decode_one_token,
     new_cache: CacheFactory | None = None,
-) -> Iterator[list[int | None]]:
+) -> Generator[list[int | None], None, None]:
     """Prefill, then yield one token per row per step (None for rows already finished).
 
     Rows stop at an eos id; the caller stops the whole iteration by closing it (stop
@@ -473,8 +473,9 @@ def decode_n_tokens(
                 out.append(None)
                 continue
             out.append(token)
-            if budgets[row] is not None:
-                budgets[row].observe(token)
+            budget = budgets[row]
+            if budget is not None:
+                budget.observe(token)
             if token in eos:
                 stream.finished[row] = True
         if seen is not None:

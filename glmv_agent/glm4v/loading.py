@@ -197,7 +197,8 @@ def check_tensors(model: nn.Module, tensors: dict[str, TensorEntry], directory: 
     expected = {name: list(p.shape) for name, p in model.named_parameters()}
     for prefix, module in (buffers or {}).items():
         expected.update({f"{prefix}.{leaf}": list(b.shape) for leaf, b in module.named_buffers()})
-    if getattr(model, "config", None) is not None and model.config.tie_word_embeddings:
+    config = getattr(model, "config", None)
+    if config is not None and config.tie_word_embeddings:
         # Tied checkpoints sometimes still store the (identical) head; it is not read.
         tensors = {k: v for k, v in tensors.items() if k != "lm_head.weight"}
     missing = sorted(set(expected) - set(tensors))

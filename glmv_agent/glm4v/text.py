@@ -118,6 +118,8 @@ class DecoderLayer(nn.Module):
 
 
 class TextModel(nn.Module):
+    inv_freq: torch.Tensor
+
     def __init__(self, config: TextConfig) -> None:
         super().__init__()
         self.config = config

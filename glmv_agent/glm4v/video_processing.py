@@ -82,8 +82,7 @@ class VideoProcessorConfig:
 
 # ----------------------------------------------------------------------------- sampling
 def _dedup_even(indices: Sequence[int]) -> list[int]:
-    seen: set[int] = set()
-    unique = [i for i in indices if not (i in seen or seen.add(i))]
+    unique = list(dict.fromkeys(indices))  # first occurrences, in order
     if len(unique) % 2:
         unique.append(unique[-1])
     return unique

@@ -155,6 +155,8 @@ class PatchMerger(nn.Module):
 
 
 class VisionTower(nn.Module):
+    inv_freq: torch.Tensor
+
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
         self.config = config
