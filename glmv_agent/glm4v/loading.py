@@ -23,23 +23,17 @@ quantized matrix ever exists. Everything else loads as above (zero-copy where it
 A checkpoint written by `glmv-agent quantize` (quantized_checkpoint.py) already holds the
 int8/int4 buffers: they load like any other tensor, zero-copy on CPU, in seconds.
 
-Quantized loads are the memory-lean choice, so there (CPU, zero-copy, Linux) each layer of
-the vision tower hands its mapped bf16 weights back as soon as it has run: their pages are
-clean copies of the file, so madvise(MADV_DONTNEED) drops them and the next image reads them
-back from the page cache (minor faults, which every image paid anyway once the weights were
-dropped after each image). While an image is encoded only the running layer's weights are
-resident (at most 112 MB, a merger matrix, instead of the whole tower: 0.53 GB on the
-real-width checkpoint, ~1.8 GB for GLM-4.1V-9B's), and the text decoder runs without them.
+Quantized loads are the memory-lean choice, so there (CPU, zero-copy, Linux) the vision
+tower's mapped bf16 weights stay resident only while they are computed with (page_release.py):
+0.53 GB on the real-width checkpoint, ~1.8 GB for GLM-4.1V-9B's tower, of which one 32 MB
+block or one layer is resident at a time, and none while the text decoder runs.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
-import mmap as _mmap
 import struct
-import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -50,6 +44,7 @@ from ..errors import CheckpointError, ConfigError
 from . import require_torch
 from .config import Glm4vConfig
 from .model import Glm4vModel
+from .page_release import release_vision_pages
 from .quantize import (METADATA_GROUP_SIZE, METADATA_MODE, INT4_GROUP_SIZE, Int4Linear, QuantizedLinear,
                        for_linear, is_quantized_linear, resolve_quantize, rows_per_block)
 from .rope import text_inv_freq
@@ -296,8 +291,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
     if config.tie_word_embeddings and "lm_head" not in quantized:
         model.lm_head.weight = model.model.language_model.embed_tokens.weight
     _init_buffers(model, config, target_device)
-    if mode and maps:
-        _release_after_forward(model.model.visual, list(maps.values()))
+    if mode and maps:  # the memory-lean choice: the vision tower holds only what it computes with
+        release_vision_pages(model.model.visual, list(maps.values()))
     model.eval()
     return model
 
@@ -344,47 +339,6 @@ def _mapped_tensor(entry: TensorEntry, dtype: torch.dtype,
                                   "to copy the weights instead") from exc
     raw = maps[entry.file][entry.offset:entry.offset + entry.nbytes]
     return raw.view(dtype).view(entry.shape)
-
-
-def _release_after_forward(module: nn.Module, maps: list[torch.Tensor]) -> None:
-    """After every forward of `module` and of each of its submodules, drop the pages of their
-    parameters that are views of the mapped shards `maps` from this process (MADV_DONTNEED;
-    Linux only, elsewhere a no-op), so a layer's weights leave as soon as it has run. Every
-    level releases all of its parameters: a weight used by its parent's code rather than by
-    its own forward (a conv run as a matmul) goes when that parent is done. The mappings are
-    MAP_PRIVATE and never written, so a dropped page is simply read again from the file
-    (page cache) on the next use, and a module that runs twice only reads its pages twice."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    page = _mmap.PAGESIZE
-
-    def release(owner: nn.Module, *_: object) -> None:
-        # The hook holds `maps`, so these address ranges stay the files' mappings; parameters
-        # are looked up each time, and only those still inside a mapping are released.
-        bounds = [(m.data_ptr(), m.data_ptr() + m.numel()) for m in maps]
-        for tensor in owner.parameters():
-            start = tensor.data_ptr()
-            end = start + tensor.numel() * tensor.element_size()
-            if any(low <= start and end <= high for low, high in bounds):
-                first, last = -(-start // page) * page, end // page * page  # whole pages only
-                if last > first:
-                    libc.madvise(first, last - first, _mmap.MADV_DONTNEED)
-
-    for owner in module.modules():
-        owner.register_forward_hook(release)
-    # The tower's activations (a screenshot's are a few hundred MB) are freed by now, but
-    # glibc keeps most of that heap; malloc_trim hands its free pages back, so the text
-    # decoder starts from the model's own footprint (musl and others lack it: skipped).
-    trim = getattr(libc, "malloc_trim", None)
-    if trim is not None:
-        trim.argtypes = (ctypes.c_size_t,)
-
-        def return_freed_heap(*_: object) -> None:
-            trim(0)
-
-        module.register_forward_hook(return_freed_heap)
 
 
 def saved_quantization(tensors: dict[str, TensorEntry]) -> str | None:

@@ -26,6 +26,7 @@ from glmv_agent.glm4v.engine import load
 from glmv_agent.glm4v.loading import load_model
 from glmv_agent.glm4v.tiny import write_tiny_checkpoint
 from glmv_agent.messages import message
+from mapped_memory import mapped_rss
 
 # Bounds on the relative logit error vs the unquantized model over all positions.
 INT8_ERROR_BOUND = 0.05  # the issue's bar; ~0.02-0.03 measured on these random weights
@@ -367,18 +368,6 @@ def test_doctor_loads_the_model_quantized(tiny_checkpoint: Path) -> None:
 # ---- the vision tower's mapped weights -------------------------------------------------
 
 
-def _mapped_rss(directory: Path) -> int:
-    """Bytes of this process's RSS in mappings of files under `directory` (/proc/self/smaps)."""
-    total, inside = 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        fields = line.split()
-        if fields and fields[0][-1] != ":":  # a mapping's header line: range perms ... path
-            inside = len(fields) >= 6 and fields[-1].startswith(str(directory))
-        elif inside and fields[0] == "Rss:":
-            total += int(fields[1]) * 1024
-    return total
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise release is Linux-only")
 def test_quantized_load_drops_each_vision_layers_pages_once_it_has_run(tmp_path: Path) -> None:
     """Zero-copy bf16 vision weights count in our RSS once read; a quantized (memory-lean)
@@ -398,7 +387,7 @@ def test_quantized_load_drops_each_vision_layers_pages_once_it_has_run(tmp_path:
         seen: list[int] = []  # mapped RSS as each layer starts
         for layer in visual.modules():
             if next(layer.parameters(recurse=False), None) is not None:
-                layer.register_forward_pre_hook(lambda *_: seen.append(_mapped_rss(ckpt)))
+                layer.register_forward_pre_hook(lambda *_: seen.append(mapped_rss(ckpt)))
         v = model.config.vision
         grid = torch.tensor([[1, 8, 8]])
         pixels = torch.randn(64, v.patch_dim, generator=torch.Generator().manual_seed(0))
@@ -406,7 +395,7 @@ def test_quantized_load_drops_each_vision_layers_pages_once_it_has_run(tmp_path:
             first = visual(pixels, grid)
             second = visual(pixels, grid)
         assert torch.equal(first, second)  # the re-read weights are the same weights
-        resident[mode], during[mode], features[mode] = _mapped_rss(ckpt), max(seen), first
+        resident[mode], during[mode], features[mode] = mapped_rss(ckpt), max(seen), first
         # The most that may stay while a layer runs: that layer (the largest, at worst).
         largest = max(sum(p.numel() * p.element_size() for p in layer.parameters(recurse=False))
                       for layer in visual.modules())
