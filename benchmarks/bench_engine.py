@@ -22,6 +22,15 @@ the quantized logits are compared with our bf16 logits at every prompt position.
 With --compile, the interleaved process also runs our engine loaded with
 `load(..., compile=True)` (its decode step compiled, `CompiledDecodeStep`), and reports the
 compile time.
+
+With --checkpoint, any GLM-4.1V checkpoint is measured instead of the random one, e.g. the
+real GLM-4.1V-9B-Thinking weights: random weights are the worst case for quantization, so
+this is how to see what int8 / int4 cost on the model you run (--accuracy-only skips the
+timings; the interleaved rows hold both engines at once, so with the 9B on a 24 GB machine
+pass `--interleaved-dtypes` with no value):
+
+    python benchmarks/bench_engine.py --checkpoint model/GLM-4.1V-9B-Thinking \
+        --quantize int8 int4 --accuracy-only
 """
 
 from __future__ import annotations
@@ -308,8 +317,10 @@ def table(results: dict[str, Any]) -> str:
     """Median and best-of-runs (the machine may be shared: best is the least disturbed run)."""
     rows = [("preprocess s", "preprocess_s", 3, False), ("prefill s", "prefill_s", 2, False),
             ("decode tok/s", "decode_tok_s", 2, True)]
-    lines = ["| dtype | metric | ours | transformers | ours/theirs | ours best | theirs best | best ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = []
+    if results["by_dtype"]:  # an --accuracy-only run has no timings
+        lines += ["| dtype | metric | ours | transformers | ours/theirs | ours best | theirs best | best ratio |",
+                  "|---|---|---|---|---|---|---|---|"]
     for dtype, pair in results["by_dtype"].items():
         ours, theirs = pair["ours"], pair["theirs"]
         for label, key in (("load s", "load_s"), ("peak RSS MB", "peak_rss_mb")):
@@ -369,6 +380,13 @@ def main() -> None:
                              "transformers in the first --dtypes), and measure their accuracy")
     parser.add_argument("--compile", action="store_true",
                         help="also run our engine with its decode step compiled (interleaved)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="measure this GLM-4.1V checkpoint (e.g. the real 9B weights) instead of "
+                             "a random real-width one with --layers layers")
+    parser.add_argument("--accuracy-only", action="store_true",
+                        help="only compare the --quantize modes' logits with the unquantized ones")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help=f"folder for the JSON report (default {RESULTS.relative_to(ROOT)})")
     parser.add_argument("--worker", choices=["ours", "theirs", "interleaved", "accuracy"], help=argparse.SUPPRESS)
     parser.add_argument("--ckpt", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -385,11 +403,23 @@ def main() -> None:
         print(json.dumps(worker_alone(args.worker, args.ckpt, args.dtypes[0], args.runs, args.tokens, mode)))
         return
 
+    if args.accuracy_only and not args.quantize:
+        parser.error("--accuracy-only compares quantized logits: name the modes with --quantize int8 int4")
+    if args.checkpoint is not None and not (args.checkpoint / "config.json").is_file():
+        parser.error(f"--checkpoint {args.checkpoint}: no config.json there; pass a GLM-4.1V "
+                     "checkpoint directory")
+
     import torch
 
     print(f"CPU: {cpu_model()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}", flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    ckpt = ensure_checkpoint(args.layers)
+    args.results.mkdir(parents=True, exist_ok=True)
+    ckpt = args.checkpoint or ensure_checkpoint(args.layers)
+    if args.accuracy_only:
+        accuracy = run_worker("accuracy", ckpt, args.dtypes[0], args.runs, args.tokens, args.quantize)
+        report({"machine": {"platform": platform.platform(), "cpu": cpu_model()},
+                "settings": {"checkpoint": str(ckpt), "dtype": args.dtypes[0], "screenshot": "1280x720"},
+                "by_dtype": {}, "accuracy": accuracy}, args.results)
+        return
     bandwidth = memory_bandwidth_gbs()
     print(f"memory read bandwidth: {bandwidth:.1f} GB/s", flush=True)
     results: dict[str, Any] = {
@@ -423,9 +453,14 @@ def main() -> None:
                              "ours_best_fraction": max(pair["ours"]["runs"]["decode_tok_s"]) / limit,
                              "theirs_best_fraction": max(pair["theirs"]["runs"]["decode_tok_s"]) / limit}
         results["by_dtype"][dtype] = pair
+    report(results, args.results)
+
+
+def report(results: dict[str, Any], folder: Path) -> None:
+    """Print the table and write everything to a timestamped JSON file in `folder`."""
     text = table(results)
     print(text)
-    out = RESULTS / f"bench_engine_{time.strftime('%Y%m%d_%H%M%S')}.json"
+    out = folder / f"bench_engine_{time.strftime('%Y%m%d_%H%M%S')}.json"
     out.write_text(json.dumps({**results, "table": text}, indent=2) + "\n")
     print(f"wrote {out}")
 
