@@ -375,11 +375,11 @@ def test_quantized_load_drops_each_vision_layers_pages_once_it_has_run(tmp_path:
     the running layer's weights are resident, and the next image reads them again."""
     from glmv_agent.glm4v.loading import checkpoint_tensors
 
-    ckpt = write_tiny_checkpoint(tmp_path / "wide_vision", vision_hidden=512, vision_depth=2,
+    ckpt = write_tiny_checkpoint(tmp_path / "wide_vision", vision_hidden=512, vision_depth=4,
                                  vision_intermediate=2048, dtype="bfloat16", seed=5)
     vision_bytes = sum(entry.nbytes for name, entry in checkpoint_tensors(ckpt).items()
                        if name.startswith("model.visual."))
-    assert vision_bytes > 6e6
+    assert vision_bytes > 11e6
     resident, during, features = {}, {}, {}
     for mode in ("", "int8"):
         model = load_model(ckpt, dtype="bfloat16", quantize=mode or None)
@@ -403,5 +403,7 @@ def test_quantized_load_drops_each_vision_layers_pages_once_it_has_run(tmp_path:
     assert resident[""] > 0.8 * vision_bytes, resident  # the measurement sees them
     assert during[""] > 0.6 * vision_bytes, during
     assert resident["int8"] < 0.2 * vision_bytes, resident
-    assert during["int8"] < largest + 0.05 * vision_bytes < 0.5 * vision_bytes, (during, largest)
+    # A fault may map up to a large folio (2 MB) of neighbouring file pages along with it.
+    assert during["int8"] < largest + (2 << 20) + 0.05 * vision_bytes < 0.5 * vision_bytes, (
+        during, largest)
     assert torch.equal(features[""], features["int8"])  # the vision tower is not quantized
