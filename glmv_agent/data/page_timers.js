@@ -3,6 +3,8 @@
 // short timers (setTimeout up to `maxDelayMs`) created within `windowMs` of arming.
 // Timers created later (a page's own polling loops) do not count, so a page that never
 // stops scheduling cannot hold the check up beyond that window.
+// It also notes a click that reached an <input type=file> (directly or through its label),
+// whose file-chooser event the browser reports asynchronously: the caller then waits for it.
 // Installed once per document; evaluated by glmv_agent.envs.web.
 ({ maxDelayMs, windowMs }) => {
   let state = window.__glmvTimers;
@@ -30,7 +32,14 @@
       state.pending.delete(id);
       return originalClear.call(window, id);
     };
+    window.addEventListener("click", (event) => {
+      const target = event.target;
+      if (target instanceof HTMLInputElement && target.type === "file" && !target.disabled) {
+        state.fileInputClicked = true;
+      }
+    }, true);
   }
+  state.fileInputClicked = false;
   state.armedAt = performance.now();
   state.windowMs = windowMs;
   state.maxDelayMs = maxDelayMs;

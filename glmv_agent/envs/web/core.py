@@ -70,6 +70,9 @@ QUIET_MS = 35
 BLOCKED_QUIET_MS = 200  # after a navigation the allow-list blocked
 TIMER_WINDOW_MS = 1000  # timers created this long after an action count as its effects
 TIMER_MAX_DELAY_MS = 1000  # ... if they fire within this delay
+# How long to wait for the file-chooser event of a click that reached a file input (the
+# browser reports it asynchronously, and on a busy machine after the page looks settled).
+FILE_CHOOSER_WAIT_S = 3.0
 REQUEST_GRACE_S = 2.0  # requests older than this (long polls, streams) do not block stability
 # Which document the page shows now (the id page_stable.js gave it) and its URL.
 SAME_DOCUMENT_SCRIPT = "() => ({document: document.__glmvId || null, url: location.href})"
@@ -651,6 +654,17 @@ class _WebCore:
             if not _is_navigation_race(exc):
                 raise  # a navigation in progress: the new document is measured afresh
 
+    def _file_input_clicked(self) -> Plan:
+        """Whether the last action's click reached a file input (page_timers.js notes it)."""
+        try:
+            clicked = yield self.live_page().evaluate(
+                "() => Boolean(window.__glmvTimers && window.__glmvTimers.fileInputClicked)")
+        except PlaywrightError as exc:
+            if not _is_navigation_race(exc):
+                raise
+            return False  # the page moved on: whatever was clicked is gone
+        return bool(clicked)
+
     def _settle(self, marks: _Marks) -> Plan:
         notes: list[str] = []
         if not (yield from self.wait_stable()):
@@ -660,6 +674,10 @@ class _WebCore:
             # no timer or request shows: give it the long quiet window.
             yield from self.wait_stable(BLOCKED_QUIET_MS)
         notes += [describe_dialog(d) for d in self._dialogs[marks.dialogs:]]
+        if len(self._choosers) == marks.choosers and (yield from self._file_input_clicked()):
+            deadline = time.monotonic() + FILE_CHOOSER_WAIT_S
+            while len(self._choosers) == marks.choosers and time.monotonic() < deadline:
+                yield self.live_page().wait_for_timeout(50)  # lets the event be dispatched
         choosers = self._choosers[marks.choosers:]
         if choosers:
             if not self.allow_file_chooser:
