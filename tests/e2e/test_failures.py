@@ -636,6 +636,9 @@ def test_ctrl_c_during_cli_run(model_server: Any, page_url: str, tmp_path: Path)
         [*CLI, "run", "click", "--env", "web", "--url", page_url, "--family", "glm-4.1v",
          "--base-url", server.url, "--model-name", "m", "--trace-dir", str(trace)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        # A shell runs background jobs (`cmd &`) with SIGINT ignored, and Python then keeps
+        # ignoring it: give the CLI the terminal's default, as a user's Ctrl+C finds it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert server.arrived.wait(90), "the second model call never came"
