@@ -2,14 +2,18 @@
 // (document size, scroll position, number of elements, ready state, focused element) on
 // consecutive animation frames, with no short timer the last action started still pending
 // (page_timers.js) and no finite CSS animation or transition running; or give up after
-// `timeoutMs`. Resolves to {stable, document, url}: whether it was stable, an id of this
-// document (set once per document) and the URL it ended at, so the caller can tell a
-// navigation it hears about late from one that replaced this document. (Endless
-// animations and tickers are not waited for: they never end.)
+// `timeoutMs`. Resolves to {stable, document, url, fileInputClicked}: whether it was
+// stable, an id of this document (set once per document) and the URL it ended at, so the
+// caller can tell a navigation it hears about late from one that replaced this document,
+// and whether the last action's click reached a file input (page_timers.js notes it).
+// (Endless animations and tickers are not waited for: they never end.)
 ({ quietMs, timeoutMs }) => new Promise((resolve) => {
   const start = performance.now();
   if (!document.__glmvId) document.__glmvId = Math.random().toString(36).slice(2);
-  const finish = (stable) => resolve({ stable, document: document.__glmvId, url: location.href });
+  const finish = (stable) => resolve({
+    stable, document: document.__glmvId, url: location.href,
+    fileInputClicked: !!(window.__glmvTimers && window.__glmvTimers.fileInputClicked),
+  });
   let last = null;
   let stableSince = start;
 

@@ -365,6 +365,8 @@ class _WebCore:
         self.stability_timeout = stability_timeout
         self.rewrite_selects = rewrite_selects
         self.file_chooser: Any = None  # the last file chooser, when allowed
+        # Whether the page saw the last action click a file input (set by wait_stable).
+        self._file_input_clicked = False
         self._inflight: dict[Any, dict[Any, float]] = {}
         self._navigations: dict[Any, int] = {}
         self._crashed: set[Any] = set()
@@ -483,8 +485,10 @@ class _WebCore:
         return any(now - t < REQUEST_GRACE_S for t in self._inflight.get(page, {}).values())
 
     def wait_stable(self, quiet_ms: int = QUIET_MS) -> Plan:
-        """Wait (bounded) for a committed, loaded, quiet, unchanging page; True if reached."""
+        """Wait (bounded) for a committed, loaded, quiet, unchanging page; True if reached.
+        Also notes whether the page saw the last action's click reach a file input."""
         deadline = time.monotonic() + self.stability_timeout
+        self._file_input_clicked = False
         while True:
             page = self.live_page()
             remaining = deadline - time.monotonic()
@@ -502,6 +506,7 @@ class _WebCore:
                     page_script("page_stable.js"),
                     {"quietMs": quiet_ms, "timeoutMs": remaining * 1000},
                 )
+                self._file_input_clicked = bool(stable["fileInputClicked"])
                 if self._navigations.get(page, 0) != navigations and not self._busy(page):
                     # A navigation was reported meanwhile. Often it is one the check has
                     # already seen (a hash or history change of this document, whose event
@@ -654,17 +659,6 @@ class _WebCore:
             if not _is_navigation_race(exc):
                 raise  # a navigation in progress: the new document is measured afresh
 
-    def _file_input_clicked(self) -> Plan:
-        """Whether the last action's click reached a file input (page_timers.js notes it)."""
-        try:
-            clicked = yield self.live_page().evaluate(
-                "() => Boolean(window.__glmvTimers && window.__glmvTimers.fileInputClicked)")
-        except PlaywrightError as exc:
-            if not _is_navigation_race(exc):
-                raise
-            return False  # the page moved on: whatever was clicked is gone
-        return bool(clicked)
-
     def _settle(self, marks: _Marks) -> Plan:
         notes: list[str] = []
         if not (yield from self.wait_stable()):
@@ -674,7 +668,7 @@ class _WebCore:
             # no timer or request shows: give it the long quiet window.
             yield from self.wait_stable(BLOCKED_QUIET_MS)
         notes += [describe_dialog(d) for d in self._dialogs[marks.dialogs:]]
-        if len(self._choosers) == marks.choosers and (yield from self._file_input_clicked()):
+        if len(self._choosers) == marks.choosers and self._file_input_clicked:
             deadline = time.monotonic() + FILE_CHOOSER_WAIT_S
             while len(self._choosers) == marks.choosers and time.monotonic() < deadline:
                 yield self.live_page().wait_for_timeout(50)  # lets the event be dispatched
