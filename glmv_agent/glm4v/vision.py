@@ -12,7 +12,7 @@ from torch import nn
 
 from .config import VisionConfig
 from .cpu_kernels import block_attention, conv_as_linear
-from .text import RMSNorm, gated
+from .text import RMSNorm
 
 
 def patch_coordinates(grid_thw: torch.Tensor, merge: int) -> torch.Tensor:
@@ -131,7 +131,9 @@ class VisionMLP(nn.Module):
         self.down_proj = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(gated(self.gate_proj(x), self.up_proj, x))
+        # silu(gate) * up written into silu's output, the gate projection freed before the up
+        # projection is made: the same values, two [rows, hidden] buffers at a time, not four.
+        return self.down_proj(F.silu(self.gate_proj(x)).mul_(self.up_proj(x)))
 
 
 class VisionBlock(nn.Module):
@@ -160,7 +162,7 @@ class PatchMerger(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.gelu(self.post_projection_norm(self.proj(x)))  # exact (erf) GELU
-        return self.down_proj(gated(self.gate_proj(x), self.up_proj, x))
+        return self.down_proj(F.silu(self.gate_proj(x)).mul_(self.up_proj(x)))  # as VisionMLP
 
 
 class VisionTower(nn.Module):
