@@ -18,8 +18,9 @@ vision tower, which runs once per image, hold only what it is computing with:
 
 Real-width 2-layer checkpoint, int4, 1280x720 screenshot, three prefills and a generate
 (2-core AMD EPYC): peak RSS 1767 MB with the whole tower released after each image, 1350 MB
-released per layer, ~1300 MB with the big layers streamed (and 1192 MB once vision.rotate
-worked in blocks of patches). Linux (glibc for the trim) only; elsewhere nothing is installed.
+released per layer, ~1300 MB with the big layers streamed, 1190-1310 MB (run to run) once
+vision.rotate worked in blocks of patches. Linux (glibc for the trim) only; elsewhere
+nothing is installed.
 """
 
 from __future__ import annotations
