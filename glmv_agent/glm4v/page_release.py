@@ -45,6 +45,9 @@ class MappedPages:
         self.bounds = [(m.data_ptr(), m.data_ptr() + m.numel()) for m in maps]
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        self.malloc_trim = getattr(self.libc, "malloc_trim", None)  # glibc only
+        if self.malloc_trim is not None:
+            self.malloc_trim.argtypes = (ctypes.c_size_t,)
 
     def release(self, tensor: torch.Tensor) -> None:
         """MADV_DONTNEED the whole pages of a contiguous `tensor`, if it is a mapped view."""
@@ -63,10 +66,8 @@ class MappedPages:
 
     def trim_heap(self, *_: object) -> None:
         """Return the C heap's free pages to the system (glibc; a no-op elsewhere)."""
-        trim = getattr(self.libc, "malloc_trim", None)
-        if trim is not None:
-            trim.argtypes = (ctypes.c_size_t,)
-            trim(0)
+        if self.malloc_trim is not None:
+            self.malloc_trim(0)
 
 
 class StreamedLinear(nn.Linear):
